@@ -49,8 +49,10 @@ reproduce: $(STAMP) ## Full protocol: data, embodiments 1+2 x 6 attentions x 3 s
 	$(MAKE) data
 	$(PY) scripts/reproduce.py --profile full
 
-plots report: $(STAMP) ## Regenerate tables and figures from results/runs (never retrains)
+plots: $(STAMP) ## Regenerate tables and figures from results/runs (never retrains)
 	$(PY) -m lbam.report
+
+report: plots ## Same as plots
 
 bench: $(STAMP) ## Module-cost and pipeline-efficiency benchmarks -> results/bench/
 	$(PY) -m lbam.bench
