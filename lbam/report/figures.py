@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from lbam.report.rows import Group, group_slug, groups_by_experiment
 from lbam.report.stats import mean_std
@@ -62,11 +63,18 @@ def plot_acc_vs_params(group: Group, ax) -> None:
             color=color,
             alpha=0.8,
             edgecolors="black",
-            label=f"{s.label} (n={n}, {flops / 1e9:.3g} GFLOPs)",
+            label=f"{s.label} (n={n}, {flops / 1e6:,.1f} MFLOPs)",
         )
     ax.set_xlabel("attention parameters (count)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.legend(fontsize=7, title="marker area ∝ FLOPs", title_fontsize=7, loc="best")
+    ax.legend(
+        fontsize=7,
+        title="marker area ∝ FLOPs",
+        title_fontsize=7,
+        markerscale=0.5,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     ax.grid(alpha=0.3)
 
 
@@ -76,11 +84,11 @@ def plot_acc_bar(group: Group, ax) -> None:
     means = [m for m, _, _ in stats]
     stds = [0 if math.isnan(sd) else sd for _, sd, _ in stats]
     xs = np.arange(len(settings))
-    ax.bar(xs, means, yerr=stds, capsize=4, color=_colors(len(settings)), edgecolor="black", label="mean")
-    for x, (m, _, n) in zip(xs, stats):
+    ax.bar(xs, means, yerr=stds, capsize=4, color=_colors(len(settings)), edgecolor="black")
+    for x, (m, _, n), sd in zip(xs, stats, stds):
         ax.annotate(
             f"{m:.1f}\nn={n}",
-            (x, m),
+            (x, m + sd),
             ha="center",
             va="bottom",
             fontsize=7,
@@ -91,8 +99,7 @@ def plot_acc_bar(group: Group, ax) -> None:
     low = min(m - s for m, s in zip(means, stds))
     ax.set_ylim(max(0.0, low - 10), min(100.0, max(m + s for m, s in zip(means, stds)) + 8))
     ax.set_xlabel("attention module")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(["error bars: sample std (ddof=1) over seeds"], fontsize=7, loc="lower right")
+    ax.set_ylabel("test accuracy (%), mean; error bar = sample std (ddof=1)")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -123,6 +130,7 @@ def plot_curves(group: Group, axes) -> None:
     axes[1].set_ylabel("training accuracy (%)")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_title("loss, mean over seeds", fontsize=9)
@@ -176,7 +184,7 @@ def render_figure(group: Group, kind: str, path: Path) -> Path:
     fig.suptitle(f"{what}\n{group.title()}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -39,7 +39,7 @@ def provenance(group: Group) -> str:
     dates = sorted(str(r["created_at"]) for r in rows if r.get("created_at"))
     wall = sum(float(r.get("train_seconds") or 0.0) for r in rows)
     lines = [
-        f"- command: `{command}` plus, per run, its attention and seed overrides ({len(rows)} runs)",
+        f"- command: `{command}` plus, per run, its attention and seed overrides ({len(rows)} run{'s' if len(rows) != 1 else ''})",
         f"- profile: {group.profile}; device: {'; '.join(group.devices)}; seeds: "
         f"{', '.join(map(str, group.seeds)) or 'none'}",
         f"- wall time (sum of training time over runs): {_wall_time(wall)}",
