@@ -110,9 +110,14 @@ def attention_map_figure(
             ax = axes[i, j]
             ax.imshow(shown[i])
             if key is not None:
-                im = ax.imshow(outputs[name][key][i].numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                m = outputs[name][key][i]
+                lo, hi = float(m.min()), float(m.max())
+                # Stretched per image so the layout shows; the raw range is printed below it.
+                im = ax.imshow(
+                    ((m - lo) / max(hi - lo, 1e-8)).numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1
+                )
                 pred = class_names[int(outputs[name]["pred"][i])]
-                ax.set_xlabel(f"pred: {pred}", fontsize=7)
+                ax.set_xlabel(f"pred: {pred}\nweights {lo:.2f}–{hi:.2f}", fontsize=7)
             else:
                 ax.set_ylabel(f"true: {class_names[int(labels[i])]}", fontsize=8)
             if i == 0:
@@ -120,11 +125,11 @@ def attention_map_figure(
             ax.set_xticks([])
             ax.set_yticks([])
     if len(columns) > 1:
-        fig.colorbar(im, ax=axes, fraction=0.02, label="attention weight (0–1)")
+        fig.colorbar(im, ax=axes, fraction=0.02, label="attention weight, min–max scaled per map")
     fig.suptitle(title or "attention maps", fontsize=10)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
+    fig.savefig(out_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out_path
 
