@@ -93,3 +93,26 @@ def test_batch_norm_counts_more_in_training():
             bn(x)
         counts.append(counter.flops)
     assert counts[0] == 2 * x.numel() and counts[1] >= 4 * x.numel()
+
+
+@pytest.mark.parametrize(
+    ("attention", "mparams"),
+    [
+        ("se", 28.09),
+        ("cbam", 28.09),
+        ("bam", 25.92),
+        ("eca", 25.56),
+    ],  # SE, CBAM, BAM, ECA papers' ImageNet tables
+)
+def test_resnet50_with_attention_matches_published_params(attention, mparams):
+    with torch.device("meta"):
+        model = build_backbone("resnet50", 1000, attention=attention, placement="auto")
+    assert round(profile_model(model, (1, 3, 224, 224))["params"] / 1e6, 2) == mparams
+
+
+def test_bam_mac_overhead_matches_paper():
+    """BAM paper: ResNet-50 3.864 → 3.94 GMACs (+0.08); its ResNet differs from torchvision's, the overhead not."""
+    with torch.device("meta"):
+        plain, bam = build_backbone("resnet50", 1000), build_backbone("resnet50", 1000, attention="bam")
+    extra = profile_model(bam, (1, 3, 224, 224))["macs"] - profile_model(plain, (1, 3, 224, 224))["macs"]
+    assert round(extra / 1e9, 2) == 0.08
