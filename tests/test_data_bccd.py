@@ -35,7 +35,10 @@ def test_crops_classes_and_skipped(dm):
     assert dm.class_names == list(CLASS_NAMES) and dm.num_classes == 3
     assert dm.images.shape == (4886, 3, SIZE, SIZE) and dm.images.dtype == torch.uint8
     assert dm.metadata["skipped"] == 2
-    assert sorted(s["id"] for s in dm.metadata["skipped_items"]) == ["BloodImage_00338#12", "BloodImage_00343#3"]
+    assert sorted(s["id"] for s in dm.metadata["skipped_items"]) == [
+        "BloodImage_00338#12",
+        "BloodImage_00343#3",
+    ]
     totals = [sum(dm.class_counts[s][c] for s in ("train", "val", "test")) for c in range(3)]
     # both degenerate boxes are RBC
     assert dict(zip(CLASS_NAMES, totals)) == {"WBC": 372, "RBC": 4153, "Platelets": 361}

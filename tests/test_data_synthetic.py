@@ -109,7 +109,7 @@ def test_train_loader_normalised_and_augmented(bccd):
         seen.append(next(iter(bccd.train_dataloader())))
     assert torch.equal(seen[0][0], seen[1][0])  # reproducible under a seed
     torch.manual_seed(2)
-    x3, y3 = next(iter(bccd.train_dataloader()))
+    _, y3 = next(iter(bccd.train_dataloader()))
     assert not torch.equal(seen[0][1], y3)  # shuffled per epoch
 
 

@@ -129,8 +129,8 @@ def install(
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
-    GitHub archive); ``check`` raises if its content is incomplete. ``target`` only ever appears complete.
-    Network failures raise :class:`DatasetNotFoundError` with :func:`missing_message`.
+    GitHub archive); ``check`` raises OSError if its content is incomplete. ``target`` only ever appears
+    complete. Network, checksum or content failures raise :class:`DatasetNotFoundError`.
     """
     target = Path(target)
     if target.exists():
@@ -151,8 +151,12 @@ def install(
                 ) from e
             safe_extract(archive, staging)
             archive.unlink()
-        folder = pick(staging)
-        check(folder)
+        try:
+            folder = pick(staging)
+            check(folder)
+        except OSError as e:
+            reason = f"downloaded archive rejected: {e}"
+            raise DatasetNotFoundError(missing_message(name, target, [s.url for s in sources], reason)) from e
         os.replace(folder, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
