@@ -154,6 +154,18 @@ def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
     assert os.listdir(tmp_path) == ["BCCD"]
 
 
+def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(DatasetNotFoundError, match="read-only"):
+            _install(*bccd_zip, ro / "BCCD")
+        assert os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)
+
+
 def test_cli_reports_missing_data(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LBAM_CACHE_DIR", str(tmp_path / "cache"))
