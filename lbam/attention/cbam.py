@@ -1,0 +1,37 @@
+"""Convolutional Block Attention Module.
+
+S. Woo, J. Park, J.-Y. Lee, I. S. Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018.
+
+    Mc = σ(MLP(AvgPool(F)) + MLP(MaxPool(F))),         F1 = Mc ⊗ F     (pools over H×W)
+    Ms = σ(BN(f7×7([AvgPool(F1); MaxPool(F1)]))),     F' = Ms ⊗ F1    (pools over C)
+
+Shared MLP C→h→C with biases and ReLU, h = max(1, C // r), default r = 16; spatial kernel 7 (option
+``spatial_kernel``, odd). The spatial conv has no bias and is followed by a BatchNorm on its single channel, as
+in the official code (the paper's formula omits the BN): 2·C·h + h + C + 2·k² + 2 parameters.
+"""
+
+import torch
+from torch import nn
+
+from ._common import BatchNorm2d, check_input, check_odd_kernel, check_positive
+
+
+class CBAM(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):
+        super().__init__()
+        self.channels = check_positive("channels", channels)
+        hidden = max(1, channels // check_positive("reduction", reduction))
+        k = check_odd_kernel(spatial_kernel)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False), BatchNorm2d(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels)
+        n = x.shape[0]
+        # One MLP call over the stacked avg- and max-pooled vectors (2N×C).
+        pooled = self.mlp(torch.cat((x.mean((2, 3)), x.amax((2, 3)))))
+        x = x * torch.sigmoid(pooled[:n] + pooled[n:])[:, :, None, None]
+        desc = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1)
+        return x * torch.sigmoid(self.spatial(desc))

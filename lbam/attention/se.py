@@ -1,0 +1,29 @@
+"""Squeeze-and-Excitation.
+
+J. Hu, L. Shen, G. Sun, "Squeeze-and-Excitation Networks", CVPR 2018.
+
+    s = σ(W2 δ(W1 GAP(F) + b1) + b2),   F' = F ⊗ s
+
+W1: C→h, W2: h→C with h = max(1, C // r), δ = ReLU; default r = 16. Fully connected layers with biases,
+as in the paper's Fig. 2 and its code: 2·C·h + h + C parameters.
+"""
+
+import torch
+from torch import nn
+
+from ._common import check_input, check_positive
+
+
+class SE(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.channels = check_positive("channels", channels)
+        hidden = max(1, channels // check_positive("reduction", reduction))
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels)
+        s = torch.sigmoid(self.fc(x.mean((2, 3))))
+        return x * s[:, :, None, None]
