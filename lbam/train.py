@@ -113,7 +113,7 @@ def _attention_kwargs(cfg: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(cfg.attention, resolve=True).items() if k != "name"}
 
 
-def _model_kwargs(cfg: DictConfig, num_classes: int) -> dict:
+def model_kwargs(cfg: DictConfig, num_classes: int) -> dict:
     kw = {k: v for k, v in OmegaConf.to_container(cfg.backbone, resolve=True).items() if k != "_target_"}
     kw.update(num_classes=num_classes, attention=cfg.attention.name, attention_kwargs=_attention_kwargs(cfg))
     return kw
@@ -142,7 +142,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("early_stopping_patience needs a validation split: set dataset.val_size > 0")
     try:
         with torch.device("meta"):
-            build_backbone(**_model_kwargs(cfg, num_classes=2))
+            build_backbone(**model_kwargs(cfg, num_classes=2))
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(
             f"invalid model configuration (backbone={cfg.backbone.name}, attention={cfg.attention.name}, "
@@ -211,7 +211,7 @@ def _base_row(cfg: DictConfig, name: str, overrides: Sequence[str]) -> dict:
     }
 
 
-def _setup_data(cfg: DictConfig):
+def setup_data(cfg: DictConfig):
     dm = instantiate(cfg.dataset)
     try:
         dm.prepare_data()
@@ -256,7 +256,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
     pl.seed_everything(cfg.seed, workers=True)
     if not gpu:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    dm = _setup_data(cfg)
+    dm = setup_data(cfg)
 
     row = _base_row(cfg, name, overrides)
     row.update(
@@ -274,7 +274,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
         from lbam.complexity import profile_model
 
         module = LitClassifier(
-            model_kwargs=_model_kwargs(cfg, dm.num_classes),
+            model_kwargs=model_kwargs(cfg, dm.num_classes),
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             class_names=list(dm.class_names),
