@@ -145,8 +145,8 @@ def validate(cfg: DictConfig) -> None:
             build_backbone(**model_kwargs(cfg, num_classes=2))
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(
-            f"invalid model configuration (backbone={cfg.backbone.name}, attention={cfg.attention.name}, "
-            f"attention kwargs={_attention_kwargs(cfg)}, placement={cfg.backbone.get('placement')}): {e}"
+            f"invalid model configuration: {e} [backbone={cfg.backbone.name}, attention={cfg.attention.name}, "
+            f"placement={cfg.backbone.get('placement')}, attention kwargs={_attention_kwargs(cfg)}]"
         ) from e
     try:
         optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
@@ -287,7 +287,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
         # A copy: profiling runs a forward pass, which must not touch the weights or BN statistics we train.
         row.update(profile_model(copy.deepcopy(module.model).float(), input_size=(1, 3, size, size)))
 
-        trainer = _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks)
+        trainer = _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val=_n_val(dm) > 0)
         log.info("%s %s/%s in %s", "resuming" if resume else "training", cfg.experiment_name, name, run_dir)
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
@@ -331,12 +331,18 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
         return row
 
 
-def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks) -> pl.Trainer:
+def _n_val(dm) -> int:
+    return int(dm.metadata.get("n_val", 0))
+
+
+def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val: bool) -> pl.Trainer:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(accelerator=accelerator, precision=precision)
+    if not has_val:  # the data module has no val_dataloader to offer
+        kwargs["limit_val_batches"] = 0
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         save_last=True,
