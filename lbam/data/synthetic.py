@@ -191,7 +191,7 @@ class SyntheticBCCDDataModule(_SyntheticMixin, BCCDDataModule):
     """BCCD-layout twin (40 images, 242 boxes, 1 degenerate) read by the BCCD loader."""
 
     name = "synthetic_bccd"
-    urls = ["(generated locally by lbam.data.synthetic)"]
+    urls = ("(generated locally by lbam.data.synthetic)",)
 
     def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
         super().__init__(image_size=image_size, train_size=train_size, **kwargs)
@@ -204,7 +204,7 @@ class SyntheticPetsDataModule(_SyntheticMixin, OxfordPetsDataModule):
     """Oxford-IIIT Pet-layout twin (120 images, 96 in trainval, one corrupt) read by the pets loader."""
 
     name = "synthetic_pets"
-    urls = ["(generated locally by lbam.data.synthetic)"]
+    urls = ("(generated locally by lbam.data.synthetic)",)
 
     def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
         super().__init__(image_size=image_size, train_size=train_size, **kwargs)
