@@ -85,7 +85,7 @@ def test_run_name_stays_short_and_distinct_when_hashed():
     long_a = run_name("lbam", [f"+x{i}={'a' * 20}" for i in range(8)], 0)
     long_b = run_name("lbam", [f"+x{i}={'b' * 20}" for i in range(8)], 0)
     odd_a, odd_b = run_name("cbam", ["+backbone.widths=[8,16]"], 0), run_name("cbam", ["+backbone.widths=[8,32]"], 0)
-    assert len(long_a) <= 100 and long_a != long_b
+    assert len(long_a) <= 110 and long_a != long_b and long_a.endswith("__seed0")
     assert odd_a != odd_b and "[" not in odd_a and "/" not in run_name("se", ["hydra/launcher=slurm", "+a=b/c"], 0)
 
 
