@@ -41,7 +41,7 @@ def info(dm) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lbam.data.download import DatasetNotFoundError
+    from lbam.data.download import DatasetNotFoundError, UnsafeArchiveError
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("download", "info"):
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dm.name}: ready at {dm.dataset_dir().resolve()}")
         else:
             print(info(build(overrides)))
-    except (DatasetNotFoundError, ValueError) as e:
+    except (DatasetNotFoundError, UnsafeArchiveError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # Hydra: unknown dataset or bad override syntax

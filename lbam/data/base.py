@@ -93,7 +93,7 @@ class BatchTensorDataset(Dataset):
             x = center_crop(x, self.crop)
             if self.train:
                 for dim in self.flips:  # on uint8, before the 4x larger float copy
-                    flip = torch.rand(len(x)) < 0.5
+                    flip = (torch.rand(len(x)) < 0.5).nonzero().squeeze(1)  # index: cheaper than a mask
                     x[flip] = x[flip].flip(dim)
             x = x.float()
         return x.sub_(self.mean).div_(self.std), y

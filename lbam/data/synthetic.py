@@ -37,7 +37,11 @@ def _atomic_dir(target: Path, write) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         write(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # else another process finished the same deterministic write first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
