@@ -357,12 +357,24 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
             os.replace(tmp, self.path)
 
 
+def _ranks_launched_outside() -> bool:
+    """True when ranks come from SLURM/torchrun or when this is a single command-line run."""
+    if any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
+        return True
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "RUN"
+
+
 def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val: bool) -> pl.Trainer:
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.loggers import CSVLogger
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(accelerator=accelerator, precision=precision)
+    if kwargs.get("strategy") == "ddp" and not _ranks_launched_outside():
+        # Plain ddp re-executes sys.argv per rank: right for one `python -m lbam.train` run, wrong inside a
+        # Hydra sweep or scripts/reproduce.py (each rank would rerun the whole matrix). Spawn ranks instead.
+        log.info("trainer.strategy=ddp inside a sweep or a Python caller: using ddp_spawn")
+        kwargs["strategy"] = "ddp_spawn"
     if not has_val:  # the data module has no val_dataloader to offer
         kwargs["limit_val_batches"] = 0
     cbs = [LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"), *callbacks]

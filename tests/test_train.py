@@ -179,7 +179,9 @@ def test_non_finite_loss_writes_a_failed_row_never_ok(tmp_path, cache_dir):
 
 
 def test_ddp_on_cpu_with_two_processes_gathers_the_whole_test_set(tmp_path, cache_dir):
-    row = run(tiny(tmp_path, cache_dir, "attention=none", "trainer.strategy=ddp_spawn", "trainer.devices=2"))
+    # trainer=ddp (strategy ddp, 2 devices) called from Python runs as ddp_spawn: two CPU processes
+    overrides = [o for o in tiny(tmp_path, cache_dir, "attention=none") if o != "trainer=cpu"]
+    row = run([*overrides, "trainer=ddp", "trainer.accelerator=cpu"])
     assert row["status"] == "ok", row["error"]
     assert "x2" in row["device"] and row["epochs"] == 1 and len(row["history"]) == 1
     assert sum(map(sum, row["confusion_matrix"])) == row["n_test"]
