@@ -39,7 +39,7 @@ def test_experiment_values_win_and_command_line_wins_over_experiment():
     cli = compose_config(["experiment=embodiment1_quick", "trainer.max_epochs=7", "dataset=synthetic_bccd"])
     assert cli.trainer.max_epochs == 7
     assert cli.dataset._target_ == "lbam.data.SyntheticBCCDDataModule"
-    assert cli.dataset.image_size == 64  # the experiment's value still applies to the chosen dataset
+    assert cli.dataset.image_size == 48  # the experiment's value still applies to the chosen dataset
     assert OmegaConf.select(cli, "scheduler.T_max") == 7
 
 

@@ -66,6 +66,7 @@ def tiny(out: Path, cache: Path, *extra: str, embodiment: int = 1) -> list[str]:
         f"paths.results_dir={out}/results",
         f"paths.experiments_dir={out}/experiments",
         f"paths.cache_dir={cache}",
+        *(["dataset.train_size=0.75", "dataset.test_size=null"] if embodiment == 2 else []),  # quick's subset
         *extra,
     ]
 
