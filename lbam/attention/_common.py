@@ -83,3 +83,14 @@ def gate(
         # The broadcast sum/product is a fresh N×C×H×W tensor, so the sigmoid may overwrite it.
         m = (channel + spatial if combine == "add" else channel * spatial).sigmoid_()
     return (torch.addcmul(x, x, m) if residual else x * m), m
+
+
+def maps(
+    x: torch.Tensor, channel: torch.Tensor | None, spatial: torch.Tensor | None, m: torch.Tensor
+) -> dict[str, torch.Tensor | None]:
+    """The detached maps kept for visualisation (a missing branch is None; M broadcast to N×C×H×W)."""
+    return {
+        "channel": None if channel is None else channel.detach(),
+        "spatial": None if spatial is None else spatial.detach(),
+        "attention": m.detach().expand(x.shape),
+    }

@@ -19,7 +19,7 @@ N×1×H×W pre-sigmoid logits, "attention": N×C×H×W M after sigmoid}, detache
 import torch
 from torch import nn
 
-from ._common import BatchNorm1d, BatchNorm2d, check_choice, check_input, check_positive, gate
+from ._common import BatchNorm1d, BatchNorm2d, check_choice, check_input, check_positive, gate, maps
 
 COMBINES = ("add", "mul")
 
@@ -67,12 +67,3 @@ class BAM(nn.Module):
         out, m = gate(x, channel, spatial, self.combine, residual=True)
         self.last_maps = maps(x, channel, spatial, m) if self.keep_maps else None
         return out
-
-
-def maps(x: torch.Tensor, channel, spatial, m: torch.Tensor) -> dict[str, torch.Tensor | None]:
-    """The detached maps kept for visualisation (a missing branch is None; M broadcast to N×C×H×W)."""
-    return {
-        "channel": None if channel is None else channel.detach(),
-        "spatial": None if spatial is None else spatial.detach(),
-        "attention": m.detach().expand(x.shape),
-    }

@@ -19,8 +19,8 @@ Set ``keep_maps = True`` to keep ``last_maps`` after each forward (as BAM; the k
 import torch
 from torch import nn
 
-from ._common import check_choice, check_input, check_odd_kernel, check_positive, eca_kernel_size, gate
-from .bam import SpatialBranch, maps
+from ._common import check_choice, check_input, check_odd_kernel, check_positive, eca_kernel_size, gate, maps
+from .bam import SpatialBranch
 
 BRANCHES = ("both", "channel", "spatial")
 POOLS = ("avgmax", "avg", "max")

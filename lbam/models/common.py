@@ -1,0 +1,55 @@
+"""Helpers shared by the backbones: width scaling, attention insertion, pretrained weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn as nn
+
+import lbam.attention
+
+
+def scale_width(channels: int, width_mult: float) -> int:
+    """`channels × width_mult`; unchanged at 1.0, else rounded to a multiple of 8 when ≥ 8, else to an int ≥ 1.
+
+    Multiples of 8 keep scaled convs friendly to vectorised kernels; tiny widths stay ≥ 1 so tests can go small.
+    """
+    if width_mult <= 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if width_mult == 1:
+        return channels
+    w = channels * width_mult
+    return 8 * round(w / 8) if w >= 8 else max(1, round(w))
+
+
+class AttentionInserter:
+    """Builds the attention module for each insertion point through `lbam.attention.build_attention`.
+
+    Keeps the inserted modules, in the order they are created, in `modules` (the model's `attention_modules`).
+    """
+
+    def __init__(self, name: str, kwargs: dict | None):
+        self.name = name
+        self.kwargs = dict(kwargs or {})
+        self.modules: list[nn.Module] = []
+
+    def __call__(self, channels: int) -> nn.Module | None:
+        module = lbam.attention.build_attention(self.name, channels, **self.kwargs)
+        if module is not None:
+            self.modules.append(module)
+        return module
+
+
+def load_pretrained(builder: Callable[..., nn.Module], weights) -> nn.Module:
+    """`builder(weights=weights)` (a torchvision model function); a failed download raises RuntimeError."""
+    try:
+        return builder(weights=weights)
+    except (
+        OSError,
+        RuntimeError,
+    ) as err:  # URLError/HTTPError are OSErrors; a bad hash or file is a RuntimeError
+        raise RuntimeError(
+            f"pretrained=True: could not load torchvision's {weights} ImageNet weights ({err}). They are downloaded "
+            "once into the torch hub cache (torch.hub.get_dir()); on an offline machine place the file there "
+            "first, or use pretrained=False. No fallback to random initialisation."
+        ) from err
