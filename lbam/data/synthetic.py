@@ -1,0 +1,213 @@
+"""Synthetic twins of BCCD and Oxford-IIIT Pet, written in the exact on-disk layouts and read by the real loaders.
+
+Each class carries a learnable signal (shape and colour), so tiny models reach high accuracy in seconds.
+Generation is deterministic (fixed seed) and idempotent: a dataset is written into a temp folder and renamed
+into place, so a present folder is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lbam.data.bccd import BCCDDataModule
+from lbam.data.oxford_pets import OxfordPetsDataModule
+
+SYNTHETIC_VERSION = 1
+
+# name → (fill colour, radius range in pixels); cells of each class differ in size and stain colour.
+_CELLS = {
+    "RBC": ((205, 80, 90), (9, 12)),
+    "WBC": ((90, 60, 170), (15, 19)),
+    "Platelets": ((120, 40, 120), (3, 5)),
+}
+# Whitespace around <name> varies in the real annotations; the twin reproduces that.
+_NAME_FORMATS = ["{}", " {} ", "\n\t\t{}\n\t", "{}  "]
+
+
+def _atomic_dir(target: Path, write) -> Path:
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
+    """Write ``root/BCCD`` in the BCCD VOC layout: 160×120 smears with RBC/WBC/Platelets boxes.
+
+    Per image: 4 RBC, 1 WBC, 1 Platelets (imbalanced like the real data). Image 0 carries one degenerate
+    box and one box reaching past the border, so clipping and skipping are exercised.
+    """
+
+    def write(bccd: Path) -> None:
+        rng = np.random.default_rng(seed)
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            (bccd / sub).mkdir(parents=True)
+        stems = [f"BloodImage_{i:05d}" for i in range(n_images)]
+        for i, stem in enumerate(stems):
+            w, h = 160, 120
+            im = Image.new("RGB", (w, h), (236, 214, 200))
+            draw = ImageDraw.Draw(im)
+            objects = []
+            for name in ["RBC"] * 4 + ["WBC", "Platelets"]:
+                colour, (rmin, rmax) = _CELLS[name]
+                r = int(rng.integers(rmin, rmax + 1))
+                cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+                jitter = tuple(int(c + rng.integers(-15, 16)) for c in colour)
+                draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=jitter)
+                objects.append((name, (cx - r, cy - r, cx + r, cy + r)))
+            if i == 0:
+                objects.append(("RBC", (50, 40, 50, 40)))  # degenerate, skipped
+                objects.append(("RBC", (w - 10, h - 12, w + 8, h + 6)))  # past the border, clipped
+            im.save(bccd / "JPEGImages" / f"{stem}.jpg", quality=92)
+            xml = [
+                "<annotation>",
+                "\t<folder>JPEGImages</folder>",
+                f"\t<filename>{stem}.jpg</filename>",
+                f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>",
+            ]
+            for k, (name, (x0, y0, x1, y1)) in enumerate(objects):
+                shown = _NAME_FORMATS[(i + k) % len(_NAME_FORMATS)].format(name)
+                xml.append(
+                    f"\t<object>\n\t\t<name>{shown}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n"
+                    f"\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>\n\t\t\t<ymax>{y1}</ymax>\n"
+                    "\t\t</bndbox>\n\t</object>"
+                )
+            xml.append("</annotation>\n")
+            (bccd / "Annotations" / f"{stem}.xml").write_text("\n".join(xml))
+        cut = int(0.75 * n_images)
+        main = bccd / "ImageSets" / "Main"
+        for split, names in (
+            ("trainval", stems[:cut]),
+            ("train", stems[:cut]),
+            ("val", []),
+            ("test", stems[cut:]),
+        ):
+            (main / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
+
+    return _atomic_dir(Path(root) / "BCCD", write)
+
+
+# Real naming: cat breeds are capitalised, dog breeds lower case; image files are <Breed>_<n>.jpg.
+_CAT_BREEDS = ["Abyssinian", "Bengal", "British_Shorthair"]
+_DOG_BREEDS = ["american_bulldog", "beagle", "pug"]
+_PETS_HEADER = (
+    "#Image CLASS-ID SPECIES BREED ID\n"
+    "#ID: 1:37 Class ids\n"
+    "#SPECIES: 1:Cat 2:Dog\n"
+    "#BREED ID: 1-25:Cat 1:12:Dog\n"
+    "#All images with 1st letter as captial are cat images\n"
+    "#images with small first letter are dog images\n"
+)
+# Files in the trainval list that are not plain RGB JPEGs, as in the real data (id → how it is written).
+PETS_SPECIAL = {
+    "Abyssinian_1": "L",
+    "Bengal_1": "RGBA",
+    "beagle_1": "CMYK",
+    "pug_1": "P",
+    "British_Shorthair_1": "corrupt",
+}
+
+
+def _pet_image(rng: np.random.Generator, cat: bool, size: int = 96) -> Image.Image:
+    # cats: warm background + disc; dogs: cool background + square (both with noise in position and shade)
+    bg = (200, 150, 110) if cat else (110, 150, 200)
+    bg = tuple(int(c + rng.integers(-25, 26)) for c in bg)
+    im = Image.new("RGB", (size + int(rng.integers(0, 24)), size), bg)
+    draw = ImageDraw.Draw(im)
+    r = int(rng.integers(18, 30))
+    cx, cy = int(rng.integers(r, im.width - r)), int(rng.integers(r, size - r))
+    fg = tuple(int(v) for v in rng.integers(20, 90, 3))
+    (draw.ellipse if cat else draw.rectangle)((cx - r, cy - r, cx + r, cy + r), fill=fg)
+    return im
+
+
+def write_pets(root: Path, per_breed: int = 20, seed: int = 0) -> Path:
+    """Write ``root/oxford-iiit-pet`` in the official layout: images/, annotations/{list,trainval,test}.txt.
+
+    ``per_breed`` images for each of 3 cat and 3 dog breeds; 4 of every 5 go to trainval. The trainval
+    list includes a grayscale, an RGBA, a CMYK, a palette and a corrupt file (:data:`PETS_SPECIAL`).
+    """
+
+    def write(base: Path) -> None:
+        rng = np.random.default_rng(seed)
+        (base / "images").mkdir(parents=True)
+        (base / "annotations").mkdir()
+        breeds = sorted(_CAT_BREEDS + _DOG_BREEDS, key=str.lower)  # CLASS-ID order of the real list
+        rows = {"trainval": [], "test": []}
+        for class_id, breed in enumerate(breeds, start=1):
+            cat = breed in _CAT_BREEDS
+            breed_id = (_CAT_BREEDS if cat else _DOG_BREEDS).index(breed) + 1
+            for n in range(1, per_breed + 1):
+                image_id = f"{breed}_{n}"
+                im = _pet_image(rng, cat)
+                path = base / "images" / f"{image_id}.jpg"
+                kind = PETS_SPECIAL.get(image_id, "RGB")
+                if kind == "corrupt":
+                    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+                elif kind in ("L", "CMYK", "RGB"):
+                    im.convert(kind).save(path, format="JPEG", quality=92)
+                else:  # RGBA/P content under a .jpg name, as a few real files are
+                    im.convert(kind).save(path, format="PNG")
+                split = "test" if n % 5 == 0 else "trainval"
+                rows[split].append(f"{image_id} {class_id} {1 if cat else 2} {breed_id}\n")
+        ann = base / "annotations"
+        (ann / "trainval.txt").write_text("".join(rows["trainval"]))
+        (ann / "test.txt").write_text("".join(rows["test"]))
+        (ann / "list.txt").write_text(_PETS_HEADER + "".join(sorted(rows["trainval"] + rows["test"])))
+
+    return _atomic_dir(Path(root) / "oxford-iiit-pet", write)
+
+
+class _SyntheticMixin:
+    """Data lives in ``root`` (default ``cache_dir/synthetic/v<version>``) and is generated there when absent."""
+
+    is_synthetic = True
+
+    def __init__(self, root=None, cache_dir="data/.cache", **kwargs):
+        root = Path(cache_dir) / "synthetic" / f"v{SYNTHETIC_VERSION}" if root is None else root
+        super().__init__(root=root, cache_dir=cache_dir, **kwargs)
+
+    def prepare_data(self) -> None:
+        self._fetch()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._fetch()  # also when prepare_data was not called (e.g. a plain script or test)
+        super().setup(stage)
+
+
+class SyntheticBCCDDataModule(_SyntheticMixin, BCCDDataModule):
+    """BCCD-layout twin (40 images, 242 boxes, 1 degenerate) read by the BCCD loader."""
+
+    name = "synthetic_bccd"
+    urls = ["(generated locally by lbam.data.synthetic)"]
+
+    def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
+        super().__init__(image_size=image_size, train_size=train_size, **kwargs)
+
+    def _fetch(self) -> None:
+        write_bccd(self.root)
+
+
+class SyntheticPetsDataModule(_SyntheticMixin, OxfordPetsDataModule):
+    """Oxford-IIIT Pet-layout twin (120 images, 96 in trainval, one corrupt) read by the pets loader."""
+
+    name = "synthetic_pets"
+    urls = ["(generated locally by lbam.data.synthetic)"]
+
+    def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
+        super().__init__(image_size=image_size, train_size=train_size, **kwargs)
+
+    def _fetch(self) -> None:
+        write_pets(self.root)
