@@ -76,7 +76,8 @@ def bench_modules(cfg: ModuleConfig, device: torch.device) -> list[dict[str, obj
         gen = torch.Generator().manual_seed(channels * 1000 + size)
         x = torch.randn(cfg.batch, channels, size, size, generator=gen).to(device).requires_grad_()
         grad = torch.randn(x.shape, generator=gen).to(device)
-        check_reference(mods["lbam"].module, x.detach())
+        # Equal function, checked on a slice of the batch (float64 is slow on CPU).
+        check_reference(mods["lbam"].module, x.detach()[:2])
         fns = {}
         for name, m in mods.items():
             fns[f"{name}/fwd"] = _fwd(m, x)

@@ -1,0 +1,124 @@
+"""The benchmark harness: correct reference, correct measurements plumbing, CSVs with the stated columns."""
+
+import csv
+
+import pytest
+import torch
+
+import lbam.bench.reference as reference
+from lbam.attention import LBAM
+from lbam.bench import main
+from lbam.bench.common import interleaved_medians, saved_tensor_bytes
+from lbam.bench.pipeline import loop_throughput
+
+MACHINE_COLUMNS = ["machine", "threads", "gpu", "device", "torch_version", "date", "load_avg_1m", "commit"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"shared_conv": False},
+        {"pool": "max", "residual": False},
+        {"pool": "avg", "kernel_size": 5},
+        {"branches": "channel"},
+        {"branches": "spatial"},
+    ],
+)
+def test_reference_equals_lbam_in_output_and_gradients(kwargs):
+    torch.manual_seed(0)
+    module = LBAM(24, reduction=4, dilation=2, **kwargs)
+    assert reference.check_reference(module, torch.randn(3, 24, 7, 5)) < 1e-9
+
+
+def test_reference_check_catches_a_difference(monkeypatch):
+    exact = reference.reference_lbam
+    monkeypatch.setattr(reference, "reference_lbam", lambda m, x: exact(m, x) * (1 + 1e-6))
+    with pytest.raises(AssertionError, match="output"):
+        reference.check_reference(LBAM(16, reduction=4), torch.randn(2, 16, 6, 6))
+
+
+def test_reference_module_shares_parameters_and_keeps_bn_statistics():
+    module = LBAM(16, reduction=4)
+    ref = reference.ReferenceLBAM(module)
+    assert {id(p) for p in ref.parameters()} == {id(p) for p in module.parameters()}
+    before = module.spatial[1].running_mean.clone()
+    ref.train()(torch.randn(2, 16, 6, 6))
+    assert torch.equal(module.spatial[1].running_mean, before)
+
+
+def test_saved_tensor_bytes_counts_unique_saved_storages_except_excluded():
+    x = torch.randn(4, 8, requires_grad=True)
+    # sigmoid saves its output (128 B); x * x saves x twice (one storage), excluded here.
+    assert saved_tensor_bytes(lambda: x.sigmoid(), exclude=[x]) == 4 * 8 * 4
+    assert saved_tensor_bytes(lambda: x * x, exclude=[x]) == 0
+    assert saved_tensor_bytes(lambda: x * x) == 4 * 8 * 4
+
+
+def test_interleaved_medians_runs_each_candidate_and_returns_positive_times():
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        def run():
+            calls[name] += 1
+
+        return run
+
+    times = interleaved_medians({"a": bump("a"), "b": bump("b")}, torch.device("cpu"), warmup=2, repeats=5)
+    assert calls == {"a": 7, "b": 7}
+    assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
+
+
+def test_loop_throughput_spans_epochs_and_separates_in_epoch_gaps():
+    # (epoch, end time, batch size): warm-up batch, then 1 s per batch, and a 3 s epoch boundary.
+    ends = [(0, 0.0, 10), (0, 1.0, 10), (0, 2.0, 10), (1, 5.0, 10), (1, 6.0, 10)]
+    overall, in_epoch = loop_throughput(ends, warmup=1)
+    assert overall == pytest.approx(30 / 5.0)
+    assert in_epoch == pytest.approx(20 / 2.0)
+
+
+def _read(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_module_and_backbone_bench_write_csvs_with_positive_numbers(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--parts", "module,backbone", "--threads", "1"]) == 0
+    rows = _read(tmp_path / "modules.csv")
+    assert {r["attention"] for r in rows} == {"none", "se", "cbam", "bam", "eca", "lbam", "lbam_reference"}
+    for col in [*MACHINE_COLUMNS, "batch", "channels", "height", "params", "macs", "flops", "fwd_ms"]:
+        assert col in rows[0]
+    for col in ("fwdbwd_over_bam", "fwdbwd_over_se", "mem_over_bam", "fwdbwd_over_lbam_reference"):
+        assert col in rows[0]
+    by = {r["attention"]: r for r in rows}
+    for name in ("se", "bam", "lbam", "lbam_reference"):
+        r = by[name]
+        assert int(r["params"]) > 0 and int(r["macs"]) >= 0 and int(r["flops"]) > 0
+        assert float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 and int(r["act_bytes"]) > 0
+    # The reference is the same function with the same parameters: same counts.
+    assert by["lbam_reference"]["params"] == by["lbam"]["params"]
+    assert float(by["bam"]["fwdbwd_over_bam"]) == 1.0
+    assert int(by["none"]["params"]) == 0 and int(by["none"]["act_bytes"]) == 0
+    assert (tmp_path / "modules.png").stat().st_size > 0
+    backbones = _read(tmp_path / "backbones.csv")
+    assert {r["attention"] for r in backbones} == {"none", "se", "cbam", "bam", "eca", "lbam"}
+    for r in backbones:
+        assert all(r[c] for c in MACHINE_COLUMNS)
+        assert int(r["params"]) > 0 and int(r["macs"]) > 0 and float(r["latency_ms_per_image"]) > 0
+        assert (int(r["attention_params"]) > 0) == (r["attention"] != "none")
+
+
+@pytest.mark.slow
+def test_quick_pipeline_bench_trains_through_the_runner_and_reports_both_throughputs(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--parts", "pipeline", "--threads", "1"]) == 0
+    (row,) = _read(tmp_path / "pipeline.csv")
+    assert row["dataset"] == "synthetic_bccd" and row["synthetic"] == "True"
+    for col in ("loop_images_per_s", "loop_in_epoch_images_per_s", "bound_images_per_s", "loop_over_bound"):
+        assert float(row[col]) > 0
+    assert int(row["timed_batches"]) > 0
+
+
+def test_unknown_part_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--parts", "module,gpu"])
+    assert "unknown part" in capsys.readouterr().err
