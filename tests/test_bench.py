@@ -11,6 +11,16 @@ from lbam.bench import main
 from lbam.bench.common import interleaved_medians, saved_tensor_bytes
 from lbam.bench.pipeline import loop_throughput
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: pytest -n 2 already fills both cores; two threads each would contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 MACHINE_COLUMNS = ["machine", "threads", "gpu", "device", "torch_version", "date", "load_avg_1m", "commit"]
 
 
