@@ -1,0 +1,5 @@
+import sys
+
+from lbam.report.cli import main
+
+sys.exit(main())

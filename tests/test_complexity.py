@@ -1,0 +1,118 @@
+"""Cost profiler: torchvision's documented numbers, exact counts on a hand-checked model, bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from lbam.complexity import ExtraFlopCounter, profile_model
+from lbam.models import build_backbone
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread avoids OpenMP oversubscription when pytest-xdist runs two workers on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("name", "reference", "params", "gmacs"),
+    [
+        ("vgg16", torchvision.models.vgg16, 138_357_544, 15.47),
+        ("resnet50", torchvision.models.resnet50, 25_557_032, 4.09),
+        ("resnet18", torchvision.models.resnet18, 11_689_512, 1.81),
+    ],
+)
+def test_torchvision_documented_costs(name, reference, params, gmacs):
+    """torchvision's docs list params and "GFLOPS" (really GMACs) at 224×224; the meta device costs nothing."""
+    with torch.device("meta"):
+        ours, theirs = build_backbone(name, 1000), reference()
+    cost = profile_model(ours, (1, 3, 224, 224))
+    assert cost["params"] == params and cost["attention_params"] == 0
+    assert round(cost["macs"] / 1e9, 2) == gmacs
+    assert profile_model(theirs, (1, 3, 224, 224))["macs"] == cost["macs"]
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        return x + x * torch.sigmoid(x)
+
+
+def test_exact_counts_on_a_small_model():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1, bias=False),  # 2·4·4 outputs × 9 = 288 MACs
+        nn.BatchNorm2d(2),  # 32 elements × 2
+        nn.ReLU(),  # 32
+        Gate(),  # sigmoid, mul, add: 3 × 32
+        nn.MaxPool2d(2),  # 8 outputs × 4-element windows = 32
+        nn.AdaptiveAvgPool2d(1),  # reads 8
+        nn.Flatten(),
+        nn.Linear(2, 3),  # 6 MACs (bias not counted)
+    )
+    cost = profile_model(model, (1, 1, 4, 4))
+    assert cost["macs"] == 294
+    assert cost["flops"] == 2 * 294 + 64 + 32 + 96 + 32 + 8
+    assert cost["params"] == 18 + 4 + 9 and cost["attention_params"] == 0  # no attention_modules attribute
+
+
+def test_attention_params_and_extra_flops():
+    plain = build_backbone("cnn4", 4, width_mult=0.25)
+    model = build_backbone("cnn4", 4, attention="lbam", width_mult=0.25)
+    cost, base = profile_model(model, (1, 3, 64, 64)), profile_model(plain, (1, 3, 64, 64))
+    expected = sum(p.numel() for m in model.attention_modules for p in m.parameters())
+    assert cost["attention_params"] == expected > 0
+    assert cost["params"] == base["params"] + expected
+    # attention is mostly pooling, gating and element-wise work: FLOPs beyond 2·MACs must grow
+    assert cost["flops"] - 2 * cost["macs"] > base["flops"] - 2 * base["macs"]
+    assert all(isinstance(v, int) for v in cost.values())
+
+
+def test_modes_and_state_are_restored():
+    model = build_backbone("resnet18", 3, attention="se", placement="block", width_mult=0.125)
+    model.train()
+    model.layer2.eval()
+    bn = model.bn1
+    before = bn.running_mean.clone(), bn.num_batches_tracked.clone()
+    profile_model(model, (1, 3, 32, 32))
+    assert model.training and model.layer1.training and not model.layer2.training
+    assert not any(m.training for m in model.layer2.modules())
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.num_batches_tracked, before[1])
+
+
+def test_batch_norm_counts_more_in_training():
+    bn, x = nn.BatchNorm2d(3), torch.randn(2, 3, 4, 4)
+    counts = []
+    for train in (False, True):
+        bn.train(train)
+        with torch.no_grad(), ExtraFlopCounter() as counter:
+            bn(x)
+        counts.append(counter.flops)
+    assert counts[0] == 2 * x.numel() and counts[1] >= 4 * x.numel()
+
+
+@pytest.mark.parametrize(
+    ("attention", "mparams"),
+    [
+        ("se", 28.09),
+        ("cbam", 28.09),
+        ("bam", 25.92),
+        ("eca", 25.56),
+    ],  # SE, CBAM, BAM, ECA papers' ImageNet tables
+)
+def test_resnet50_with_attention_matches_published_params(attention, mparams):
+    with torch.device("meta"):
+        model = build_backbone("resnet50", 1000, attention=attention, placement="auto")
+    assert round(profile_model(model, (1, 3, 224, 224))["params"] / 1e6, 2) == mparams
+
+
+def test_bam_mac_overhead_matches_paper():
+    """BAM paper: ResNet-50 3.864 → 3.94 GMACs (+0.08); its ResNet differs from torchvision's, the overhead not."""
+    with torch.device("meta"):
+        plain, bam = build_backbone("resnet50", 1000), build_backbone("resnet50", 1000, attention="bam")
+    extra = profile_model(bam, (1, 3, 224, 224))["macs"] - profile_model(plain, (1, 3, 224, 224))["macs"]
+    assert round(extra / 1e9, 2) == 0.08
