@@ -4,9 +4,10 @@ import csv
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lbam.bench.reference as reference
-from lbam.attention import LBAM
+from lbam.attention import LBAM, _fused
 from lbam.bench import main
 from lbam.bench.common import interleaved_medians, saved_tensor_bytes
 from lbam.bench.pipeline import loop_throughput
@@ -132,3 +133,54 @@ def test_unknown_part_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--parts", "module,gpu"])
     assert "unknown part" in capsys.readouterr().err
+
+
+# ---- the fused tails in lbam.attention._fused (the optimisation the bench measures) ----
+
+
+def _f64(*shape, grad=True):
+    return torch.randn(*shape, dtype=torch.float64, requires_grad=grad)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_fused_gate_gradcheck(residual):
+    x, c, s = _f64(2, 3, 4, 5), _f64(2, 3, 1, 1), _f64(2, 1, 4, 5)
+    assert torch.autograd.gradcheck(lambda *t: _fused.gate(*t, residual), (x, c, s))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize(("pool", "n_in"), [("avgmax", 1), ("avgmax", 2), ("avg", 1), ("max", 1)])
+def test_fused_lbam_gate_gradcheck(pool, n_in, residual):
+    x, s, w = _f64(2, 6, 3, 4), _f64(2, 1, 3, 4), _f64(1, n_in, 3)
+    assert torch.autograd.gradcheck(lambda *t: _fused.lbam_gate(*t, pool, residual), (x, s, w))
+
+
+def test_fused_lbam_gate_splits_the_max_gradient_among_ties_as_amax():
+    # Post-ReLU features have ties at the maximum (here: zero maps and repeated values).
+    x = torch.relu(torch.randn(2, 8, 4, 4, dtype=torch.float64))
+    x[0, 1] = 0.0
+    x[1, 2, :2, :2] = x[1, 2].max() + 1.0
+    s, w = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(1, 1, 3, dtype=torch.float64)
+    grads = []
+    for fused in (True, False):
+        xi, si, wi = (t.clone().requires_grad_() for t in (x, s, w))
+        if fused:
+            out = _fused.lbam_gate(xi, si, wi)
+        else:
+            v = (xi.mean((2, 3)) + xi.amax((2, 3))).unsqueeze(1)
+            out = xi + xi * torch.sigmoid(F.conv1d(v, wi, padding=1).view(2, 8, 1, 1) + si)
+        out.backward(torch.ones_like(out))
+        grads.append((out.detach(), xi.grad, si.grad, wi.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_gates_keep_no_full_size_tensor_for_backward():
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    c, s = torch.randn(2, 16, 1, 1, requires_grad=True), torch.randn(2, 1, 8, 8, requires_grad=True)
+    w = torch.randn(1, 1, 3, requires_grad=True)
+    full = x.numel() * 4
+    # Eager: σ(c + s) is kept at full size.
+    assert saved_tensor_bytes(lambda: x + x * torch.sigmoid(c + s), exclude=[x]) >= full
+    assert saved_tensor_bytes(lambda: _fused.gate(x, c, s), exclude=[x]) < full / 4
+    assert saved_tensor_bytes(lambda: _fused.lbam_gate(x, s, w), exclude=[x]) < full / 4

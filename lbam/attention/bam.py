@@ -64,6 +64,6 @@ class BAM(nn.Module):
         check_input(x, self.channels)
         channel = self.channel_mlp(x.mean((2, 3)))[:, :, None, None]
         spatial = self.spatial(x)
-        out, m = gate(x, channel, spatial, self.combine, residual=True)
+        out, m = gate(x, channel, spatial, self.combine, residual=True, keep_map=self.keep_maps)
         self.last_maps = maps(x, channel, spatial, m) if self.keep_maps else None
         return out
