@@ -11,6 +11,7 @@ import copy
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -80,16 +81,14 @@ def relevant_overrides(overrides: Sequence[str]) -> list[str]:
 def run_name(attention: str, overrides: Sequence[str], seed: int) -> str:
     """Deterministic, filesystem-safe name of a run, e.g. `lbam__kernel_size=3__seed0`.
 
-    Attention kwargs lose their `attention.` prefix for readability; a hash of the full name is appended
-    when it had to be shortened or had characters replaced, so distinct runs keep distinct names.
+    Attention kwargs lose their `attention.` prefix for readability; a hash of the overrides is appended when
+    they had to be shortened or had characters replaced, so distinct runs keep distinct names.
     """
-    parts = [attention] + [o.removeprefix("attention.") for o in relevant_overrides(overrides)] + [f"seed{seed}"]
-    raw = "__".join(parts)
+    raw = "__".join([attention] + [o.removeprefix("attention.") for o in relevant_overrides(overrides)])
     safe = re.sub(r"[^A-Za-z0-9._,=+-]", "_", raw.replace("/", "-"))
     if safe != raw or len(safe) > _MAX_NAME:
-        digest = hashlib.sha1(raw.encode()).hexdigest()[:8]
-        safe = f"{safe[: _MAX_NAME - 10]}__{digest}"
-    return safe
+        safe = f"{safe[: _MAX_NAME - 10]}__{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+    return f"{safe}__seed{seed}"
 
 
 def _run_name_resolver(*, _root_: DictConfig) -> str:
@@ -145,8 +144,8 @@ def validate(cfg: DictConfig) -> None:
             build_backbone(**model_kwargs(cfg, num_classes=2))
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(
-            f"invalid model configuration (backbone={cfg.backbone.name}, attention={cfg.attention.name}, "
-            f"attention kwargs={_attention_kwargs(cfg)}, placement={cfg.backbone.get('placement')}): {e}"
+            f"invalid model configuration: {e} [backbone={cfg.backbone.name}, attention={cfg.attention.name}, "
+            f"placement={cfg.backbone.get('placement')}, attention kwargs={_attention_kwargs(cfg)}]"
         ) from e
     try:
         optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
@@ -287,7 +286,7 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
         # A copy: profiling runs a forward pass, which must not touch the weights or BN statistics we train.
         row.update(profile_model(copy.deepcopy(module.model).float(), input_size=(1, 3, size, size)))
 
-        trainer = _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks)
+        trainer = _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val=_n_val(dm) > 0)
         log.info("%s %s/%s in %s", "resuming" if resume else "training", cfg.experiment_name, name, run_dir)
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
@@ -331,20 +330,36 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
         return row
 
 
-def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks) -> pl.Trainer:
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+def _n_val(dm) -> int:
+    return int(dm.metadata.get("n_val", 0))
+
+
+class LastCheckpoint(pl.callbacks.Checkpoint):
+    """Writes `path` at the end of every training epoch, atomically (temp file + rename).
+
+    A `Checkpoint` subclass, so Lightning runs it after the module's `on_train_epoch_end`: the checkpoint holds
+    the epoch's history entry. Unlike ModelCheckpoint(save_top_k=0, save_last=True), it saves every epoch.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # collective under DDP; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val: bool) -> pl.Trainer:
+    from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.loggers import CSVLogger
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(accelerator=accelerator, precision=precision)
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        save_last=True,
-        save_top_k=0,
-        save_on_train_epoch_end=True,  # after on_train_epoch_end, so the epoch's history is in last.ckpt
-        enable_version_counter=False,
-    )
-    cbs = [checkpoint, *callbacks]
+    if not has_val:  # the data module has no val_dataloader to offer
+        kwargs["limit_val_batches"] = 0
+    cbs = [LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"), *callbacks]
     if cfg.early_stopping_patience is not None:
         cbs.append(EarlyStopping("val_acc", mode="max", patience=cfg.early_stopping_patience))
     return pl.Trainer(

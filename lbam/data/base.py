@@ -93,7 +93,7 @@ class BatchTensorDataset(Dataset):
             x = center_crop(x, self.crop)
             if self.train:
                 for dim in self.flips:  # on uint8, before the 4x larger float copy
-                    flip = torch.rand(len(x)) < 0.5
+                    flip = (torch.rand(len(x)) < 0.5).nonzero().squeeze(1)  # index: cheaper than a mask
                     x[flip] = x[flip].flip(dim)
             x = x.float()
         return x.sub_(self.mean).div_(self.std), y
@@ -142,7 +142,7 @@ def channel_stats(
 
 
 class CachedImageDataModule(pl.LightningDataModule):
-    """Base: subclasses set ``name``/``class_names``, and implement ``_data_dir``, ``_fetch`` and ``_build``.
+    """Base: subclasses set ``name``/``classes``, and implement ``dataset_dir``, ``_fetch`` and ``_build``.
 
     ``_build()`` decodes the source into ``{"images": uint8 N×3×S×S, "labels": int64 N, "ids": [str],
     "skipped": [{"id", "reason"}]}`` and is called only on a cache miss.
@@ -150,8 +150,8 @@ class CachedImageDataModule(pl.LightningDataModule):
 
     name: str = ""
     is_synthetic: bool = False
-    class_names: list[str] = []
-    urls: list[str] = []
+    classes: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
     flips: tuple[int, ...] = (-1,)
     rrc_scale: tuple[float, float] | None = None
 
@@ -186,11 +186,12 @@ class CachedImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.download = bool(download)
+        self.class_names = list(self.classes)
         self.num_classes = len(self.class_names)
         self._ready = False
 
     # --- to implement -------------------------------------------------------------------------------
-    def _data_dir(self) -> Path:
+    def dataset_dir(self) -> Path:
         """The dataset folder under ``root`` (e.g. root/BCCD)."""
         raise NotImplementedError
 
@@ -198,7 +199,7 @@ class CachedImageDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def _fetch(self) -> None:
-        """Download the dataset into ``_data_dir()``."""
+        """Download the dataset into ``dataset_dir()``."""
         raise NotImplementedError
 
     def _source_files(self) -> list[Path]:
@@ -223,7 +224,7 @@ class CachedImageDataModule(pl.LightningDataModule):
     def _missing(self, reason: str):
         from lbam.data.download import DatasetNotFoundError, missing_message
 
-        return DatasetNotFoundError(missing_message(self.name, self._data_dir(), self.urls, reason))
+        return DatasetNotFoundError(missing_message(self.name, self.dataset_dir(), self.urls, reason))
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
@@ -232,7 +233,7 @@ class CachedImageDataModule(pl.LightningDataModule):
             raise self._missing("run prepare_data() or the download command first")
         key = {
             "dataset": self.name,
-            "source": cache.fingerprint(self._source_files(), self._data_dir()),
+            "source": cache.fingerprint(self._source_files(), self.dataset_dir()),
             "size": self.stored_size,
         }
         self.cache_file = cache.cache_path(self.cache_dir, self.name, key)
@@ -253,12 +254,12 @@ class CachedImageDataModule(pl.LightningDataModule):
         total = len(self.labels)
         n_train = resolve_size(self.train_size, total, "train_size")
         n_test = resolve_size(self.test_size, total, "test_size")
-        n_test = total - n_train if n_test is None else n_test
-        if n_train < 1 or n_train + n_test > total or n_test < 1:
+        n_test = max(total - n_train, 0) if n_test is None else n_test
+        if n_train < 1 or n_test < 1 or n_train + n_test > total:
             raise ValueError(
-                f"{self.name}: train_size={self.train_size!r} and test_size={self.test_size!r} ask for "
-                f"{n_train} + {n_test} samples but {total} are available (after {len(self.skipped)} skipped); "
-                f"use fractions such as train_size=0.8 instead."
+                f"{self.name}: train_size={self.train_size!r}, test_size={self.test_size!r} ask for {n_train} "
+                f"train + {n_test} test samples (both >= 1) but {total} are available "
+                f"({len(self.skipped)} skipped); use fractions instead, e.g. train_size=0.8."
             )
         n_val = resolve_size(self.val_size, n_train, "val_size")
         if n_val >= n_train:
@@ -275,6 +276,9 @@ class CachedImageDataModule(pl.LightningDataModule):
             for k, v in self.split_indices.items()
         }
         self.test_ids = [self.ids[i] for i in self.split_indices["test"].tolist()]
+        if n_val:
+            # Defined only with a validation split, so Lightning runs no validation loop otherwise.
+            self.val_dataloader = self._val_dataloader
         self.metadata = {
             "dataset": self.name,
             "synthetic": self.is_synthetic,
@@ -320,9 +324,7 @@ class CachedImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
-        if len(self.split_indices["val"]) == 0:
-            raise RuntimeError(f"{self.name}: no validation split (val_size=0)")
+    def _val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:

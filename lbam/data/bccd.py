@@ -21,7 +21,7 @@ BCCD_URL = f"https://github.com/Shenggan/BCCD_Dataset/archive/{BCCD_COMMIT}.zip"
 BCCD_SHA256: str | None = None
 BCCD_IMAGES = 364
 
-CLASS_NAMES = ["WBC", "RBC", "Platelets"]
+CLASS_NAMES = ("WBC", "RBC", "Platelets")
 
 
 def parse_annotation(xml_file: Path) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -86,31 +86,31 @@ class BCCDDataModule(CachedImageDataModule):
     """BCCD cell crops: 3 classes, stratified deterministic split (default 4000 train / rest test)."""
 
     name = "bccd"
-    class_names = CLASS_NAMES
-    urls = [BCCD_URL]
+    classes = CLASS_NAMES
+    urls = (BCCD_URL,)
     flips = (-1, -2)  # cells have no orientation: both flips are label-preserving
 
     def __init__(self, root="data", image_size: int = 128, train_size: int | float = 4000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
-    def _data_dir(self) -> Path:
+    def dataset_dir(self) -> Path:
         return self.root / "BCCD"
 
     def _exists(self) -> bool:
-        return (self._data_dir() / "Annotations").is_dir() and (self._data_dir() / "JPEGImages").is_dir()
+        return (self.dataset_dir() / "Annotations").is_dir() and (self.dataset_dir() / "JPEGImages").is_dir()
 
     def _fetch(self) -> None:
         download.install(
             self.name,
             [download.Source(BCCD_URL, BCCD_SHA256)],
-            self._data_dir(),
+            self.dataset_dir(),
             pick=_pick_bccd,
             check=_check_voc,
         )
 
     def _source_files(self) -> list[Path]:
-        d = self._data_dir()
+        d = self.dataset_dir()
         return sorted(d.glob("Annotations/*.xml")) + sorted(d.glob("JPEGImages/*.jpg"))
 
     def _build(self) -> dict:
-        return crop_boxes(self._data_dir(), self.image_size)
+        return crop_boxes(self.dataset_dir(), self.image_size)

@@ -129,13 +129,18 @@ def install(
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
-    GitHub archive); ``check`` raises if its content is incomplete. ``target`` only ever appears complete.
-    Network failures raise :class:`DatasetNotFoundError` with :func:`missing_message`.
+    GitHub archive); ``check`` raises OSError if its content is incomplete. ``target`` only ever appears
+    complete. Network, checksum or content failures raise :class:`DatasetNotFoundError`.
     """
     target = Path(target)
     if target.exists():
         return target
+    urls = [s.url for s in sources]
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Mode bits, not just os.access: a folder marked read-only stays untouched even for root.
+    if not os.access(target.parent, os.W_OK) or not target.parent.stat().st_mode & stat.S_IWUSR:
+        reason = f"{target.parent} is read-only; set LBAM_DATA_DIR to a writable folder to download"
+        raise DatasetNotFoundError(missing_message(name, target, urls, reason))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         staging = tmp / "x"
@@ -146,14 +151,20 @@ def install(
                 fetch(source, archive, timeout=timeout)
             except (urllib.error.URLError, OSError) as e:
                 reason = f"download failed: {getattr(e, 'reason', None) or e}"
-                raise DatasetNotFoundError(
-                    missing_message(name, target, [s.url for s in sources], reason)
-                ) from e
+                raise DatasetNotFoundError(missing_message(name, target, urls, reason)) from e
             safe_extract(archive, staging)
             archive.unlink()
-        folder = pick(staging)
-        check(folder)
-        os.replace(folder, target)
+        try:
+            folder = pick(staging)
+            check(folder)
+        except OSError as e:
+            reason = f"downloaded archive rejected: {e}"
+            raise DatasetNotFoundError(missing_message(name, target, urls, reason)) from e
+        try:
+            os.replace(folder, target)
+        except OSError:
+            if not target.is_dir():  # else a concurrent install won the race
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

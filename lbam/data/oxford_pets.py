@@ -25,7 +25,7 @@ PETS_SOURCES = [
         "md5",
     ),
 ]
-CLASS_NAMES = ["cat", "dog"]
+CLASS_NAMES = ("cat", "dog")
 # Cached side = image_size / CROP_FRACTION (224 -> 256): training takes random-resized crops from it,
 # evaluation the centre crop, the usual 224-of-256 protocol.
 CROP_FRACTION = 0.875
@@ -88,8 +88,8 @@ class OxfordPetsDataModule(CachedImageDataModule):
     """Cats vs dogs from the 3680 trainval images: stratified 3000 train / 680 test at 224×224."""
 
     name = "oxford_pets"
-    class_names = CLASS_NAMES
-    urls = [s.url for s in PETS_SOURCES]
+    classes = CLASS_NAMES
+    urls = tuple(s.url for s in PETS_SOURCES)
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
 
@@ -100,22 +100,22 @@ class OxfordPetsDataModule(CachedImageDataModule):
     def stored_size(self) -> int:
         return round(self.image_size / CROP_FRACTION)
 
-    def _data_dir(self) -> Path:
+    def dataset_dir(self) -> Path:
         return self.root / "oxford-iiit-pet"
 
     def _exists(self) -> bool:
-        d = self._data_dir()
+        d = self.dataset_dir()
         return (d / "images").is_dir() and (d / "annotations" / "trainval.txt").is_file()
 
     def _fetch(self) -> None:
-        download.install(self.name, PETS_SOURCES, self._data_dir(), check=_check_pets)
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=_check_pets)
 
     def _source_files(self) -> list[Path]:
-        d = self._data_dir()
-        return [d / "annotations" / "trainval.txt"] + sorted((d / "images").glob("*.jpg"))
+        d = self.dataset_dir()
+        return [d / "annotations" / "trainval.txt", *sorted((d / "images").glob("*.jpg"))]
 
     def _build(self) -> dict:
-        return decode_pets(self._data_dir(), self.stored_size)
+        return decode_pets(self.dataset_dir(), self.stored_size)
 
 
 def _check_pets(folder: Path) -> None:

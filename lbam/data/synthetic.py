@@ -37,7 +37,11 @@ def _atomic_dir(target: Path, write) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         write(tmp)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():  # else another process finished the same deterministic write first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -191,7 +195,7 @@ class SyntheticBCCDDataModule(_SyntheticMixin, BCCDDataModule):
     """BCCD-layout twin (40 images, 242 boxes, 1 degenerate) read by the BCCD loader."""
 
     name = "synthetic_bccd"
-    urls = ["(generated locally by lbam.data.synthetic)"]
+    urls = ("(generated locally by lbam.data.synthetic)",)
 
     def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
         super().__init__(image_size=image_size, train_size=train_size, **kwargs)
@@ -204,7 +208,7 @@ class SyntheticPetsDataModule(_SyntheticMixin, OxfordPetsDataModule):
     """Oxford-IIIT Pet-layout twin (120 images, 96 in trainval, one corrupt) read by the pets loader."""
 
     name = "synthetic_pets"
-    urls = ["(generated locally by lbam.data.synthetic)"]
+    urls = ("(generated locally by lbam.data.synthetic)",)
 
     def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
         super().__init__(image_size=image_size, train_size=train_size, **kwargs)
