@@ -29,6 +29,7 @@ class PipelineConfig:
     synthetic_overrides: tuple[str, ...] = ("experiment=embodiment1_quick", "dataset=synthetic_bccd")
     attentions: tuple[str, ...] = ("none", "lbam")
     epochs: int = 2
+    batches_per_epoch: int | None = 24  # trainer.limit_train_batches (None: the whole train split)
     warmup_batches: int = 3  # of the first epoch, not timed (lazy init, allocator warm-up)
     bound_steps: int = 30
 
@@ -43,6 +44,7 @@ QUICK = PipelineConfig(
     synthetic_overrides=(),
     attentions=("lbam",),
     epochs=2,
+    batches_per_epoch=None,
     warmup_batches=1,
     bound_steps=4,
 )
@@ -109,6 +111,7 @@ def bench_pipeline(cfg: PipelineConfig, device: torch.device) -> list[dict[str, 
             f"paths.results_dir={tmp}/results",
             f"paths.experiments_dir={tmp}/experiments",
             f"trainer.max_epochs={cfg.epochs}",
+            f"trainer.limit_train_batches={cfg.batches_per_epoch or 'null'}",
             f"trainer.accelerator={accelerator}",
             "force=true",
         ]
