@@ -1,4 +1,16 @@
-"""Module cost: params, MACs, FLOPs, train-mode latency and activation memory of each attention module."""
+"""Module cost: params, MACs, FLOPs, train-mode latency and activation memory of each attention module.
+
+For every (C, H=W) an input of ``batch``×C×H×W (requires grad, as inside a network) goes through each module
+of ``lbam.attention`` (default options) and through ``lbam_reference``, the plain eager LBAM sharing the
+LBAM instance's parameters (checked equal in float64 first). Columns:
+- ``params``/``macs``/``flops``: ``lbam.complexity.profile_model`` per image (batch 1).
+- ``fwd_ms``/``fwdbwd_ms``: median wall time of forward, and of forward + backward with a fixed random
+  upstream gradient, in train mode; all candidates of one size run round-robin in a shuffled order.
+- ``act_bytes``: activation memory, i.e. bytes of the unique storages autograd saves for backward (via
+  ``torch.autograd.graph.saved_tensors_hooks``), not counting the input and the parameters.
+- ``*_over_{se,bam,lbam_reference}``: ratios to those rows. ``none`` (identity) has no cost to divide by,
+  so against it the CSV gives differences (``*_added_ms``); its latency is the harness's own overhead.
+"""
 
 from __future__ import annotations
 
