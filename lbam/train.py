@@ -220,7 +220,9 @@ def setup_data(cfg: DictConfig):
     return dm
 
 
-def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Sequence[pl.Callback] = ()) -> dict:
+def train(
+    cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Sequence[pl.Callback] = ()
+) -> dict:
     """Train the configured run (or resume it, or skip it when its row is ok) and return its result row.
 
     `overrides` name the run (default: the Hydra task overrides). Config errors raise ConfigError and a missing
@@ -234,7 +236,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
     out = row_path(results_dir, cfg.experiment_name, name)
     previous = read_row(out)
     if previous and previous.get("status") == "ok" and not cfg.force:
-        log.info("%s/%s already finished (status ok): skipped; force=true retrains", cfg.experiment_name, name)
+        log.info(
+            "%s/%s already finished (status ok): skipped; force=true retrains", cfg.experiment_name, name
+        )
         return previous
 
     run_dir = Path(cfg.paths.experiments_dir) / cfg.experiment_name / name
@@ -298,7 +302,9 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Se
             state = torch.load(last, map_location="cpu", weights_only=False)
             history, seconds = state.get("lbam_history", []), state.get("lbam_train_seconds", wall)
         dm.setup("test")
-        preds, targets = predict(module, dm.test_dataloader(), "cuda" if gpu else "cpu", precision.startswith("bf16"))
+        preds, targets = predict(
+            module, dm.test_dataloader(), "cuda" if gpu else "cpu", precision.startswith("bf16")
+        )
         ids = list(dm.test_ids)
         if len(ids) != len(preds):
             raise RuntimeError(f"{len(preds)} test predictions but {len(ids)} test ids")
@@ -351,12 +357,24 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
             os.replace(tmp, self.path)
 
 
+def _ranks_launched_outside() -> bool:
+    """True when ranks come from SLURM/torchrun or when this is a single command-line run."""
+    if any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
+        return True
+    return HydraConfig.initialized() and HydraConfig.get().mode.name == "RUN"
+
+
 def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val: bool) -> pl.Trainer:
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.loggers import CSVLogger
 
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update(accelerator=accelerator, precision=precision)
+    if kwargs.get("strategy") == "ddp" and not _ranks_launched_outside():
+        # Plain ddp re-executes sys.argv per rank: right for one `python -m lbam.train` run, wrong inside a
+        # Hydra sweep or scripts/reproduce.py (each rank would rerun the whole matrix). Spawn ranks instead.
+        log.info("trainer.strategy=ddp inside a sweep or a Python caller: using ddp_spawn")
+        kwargs["strategy"] = "ddp_spawn"
     if not has_val:  # the data module has no val_dataloader to offer
         kwargs["limit_val_batches"] = 0
     cbs = [LastCheckpoint(run_dir / "checkpoints" / "last.ckpt"), *callbacks]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import math
 import os
 import subprocess
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from lbam.train import DataUnavailableError, setup_data, compose_config, train  # noqa: E402
+from lbam.train import DataUnavailableError, compose_config, setup_data, train  # noqa: E402
 
 ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
 EXPERIMENTS = ("embodiment1", "embodiment2")
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attentions", nargs="+", choices=ATTENTIONS, default=list(ATTENTIONS))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer=cpu")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     os.chdir(ROOT)  # the configs' relative paths (data/, results/, experiments/) are repo-relative
     seeds = args.seeds or ([0] if args.profile == "quick" else [0, 1, 2])
     experiments = [f"{e}_quick" if args.profile == "quick" else e for e in args.experiments]

@@ -66,6 +66,7 @@ def tiny(out: Path, cache: Path, *extra: str, embodiment: int = 1) -> list[str]:
         f"paths.results_dir={out}/results",
         f"paths.experiments_dir={out}/experiments",
         f"paths.cache_dir={cache}",
+        *(["dataset.train_size=0.75", "dataset.test_size=null"] if embodiment == 2 else []),  # quick's subset
         *extra,
     ]
 
@@ -104,7 +105,9 @@ def _check_ok_row(out: Path, row: dict, experiment: str, dataset: str):
     preds = read_preds(out, row)
     assert preds[0] == ["id", "target", "pred"] and len(preds) == row["n_test"] + 1
     # the checkpoint rebuilds the model from its hyper-parameters (the report's path)
-    ckpt = torch.load(out / "experiments" / experiment / row["run_name"] / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(
+        out / "experiments" / experiment / row["run_name"] / "checkpoints" / "last.ckpt", weights_only=False
+    )
     from lbam.models import build_backbone
 
     model = build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])
@@ -115,7 +118,11 @@ def _check_ok_row(out: Path, row: dict, experiment: str, dataset: str):
 def test_embodiment1_end_to_end_on_synthetic_bccd(emb1_run):
     out, row = emb1_run
     _check_ok_row(out, row, "embodiment1_quick", "synthetic_bccd")
-    assert row["attention"] == "lbam" and row["backbone"] == "cnn4" and row["attention_kwargs"]["branches"] == "both"
+    assert (
+        row["attention"] == "lbam"
+        and row["backbone"] == "cnn4"
+        and row["attention_kwargs"]["branches"] == "both"
+    )
     assert row["run_name"].startswith("lbam__") and row["run_name"].endswith("__seed0")
 
 
@@ -173,7 +180,9 @@ def test_non_finite_loss_writes_a_failed_row_never_ok(tmp_path, cache_dir):
 
 
 def test_ddp_on_cpu_with_two_processes_gathers_the_whole_test_set(tmp_path, cache_dir):
-    row = run(tiny(tmp_path, cache_dir, "attention=none", "trainer.strategy=ddp_spawn", "trainer.devices=2"))
+    # trainer=ddp (strategy ddp, 2 devices) called from Python runs as ddp_spawn: two CPU processes
+    overrides = [o for o in tiny(tmp_path, cache_dir, "attention=none") if o != "trainer=cpu"]
+    row = run([*overrides, "trainer=ddp", "trainer.accelerator=cpu"])
     assert row["status"] == "ok", row["error"]
     assert "x2" in row["device"] and row["epochs"] == 1 and len(row["history"]) == 1
     assert sum(map(sum, row["confusion_matrix"])) == row["n_test"]
@@ -189,8 +198,12 @@ def test_command_line_sweep_writes_one_run_directory_per_job(tmp_path, cache_dir
     names = {"none", "eca"}
     for name in names:
         (run_dir,) = (tmp_path / "experiments" / "embodiment1_quick").glob(f"{name}__*__seed0")
-        assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
-        row = json.loads((tmp_path / "results" / "runs" / "embodiment1_quick" / f"{run_dir.name}.json").read_text())
+        assert (run_dir / ".hydra" / "config.yaml").exists() and (
+            run_dir / "checkpoints" / "last.ckpt"
+        ).exists()
+        row = json.loads(
+            (tmp_path / "results" / "runs" / "embodiment1_quick" / f"{run_dir.name}.json").read_text()
+        )
         assert row["status"] == "ok" and row["attention"] == name
 
 
@@ -212,12 +225,15 @@ def test_real_bccd_tiny_profile_beats_chance(tmp_path):
         "dataset.num_workers=0",
         "dataset.download=false",
         "backbone.width_mult=0.25",
-        "trainer.max_epochs=3",
+        "dataset.train_size=600",  # stratified: ~45 crops each of WBC and platelets
+        "dataset.test_size=300",
+        "dataset.batch_size=32",
+        "trainer.max_epochs=2",
         f"paths.data_dir={_bccd_root()}",
         f"paths.results_dir={tmp_path}/results",
         f"paths.experiments_dir={tmp_path}/experiments",
     ]
     row = run(overrides)
     assert row["status"] == "ok" and row["dataset"] == "bccd" and row["synthetic"] is False
-    assert sorted(row["class_names"]) == ["Platelets", "RBC", "WBC"] and row["n_test"] > 500
+    assert sorted(row["class_names"]) == ["Platelets", "RBC", "WBC"] and row["n_test"] == 300
     assert row["test_balanced_acc"] > 1 / 3 + 0.2, row
