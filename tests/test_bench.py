@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import lbam.bench.reference as reference
 from lbam.attention import LBAM, _fused
 from lbam.bench import main
-from lbam.bench.common import interleaved_medians, saved_tensor_bytes
+from lbam.bench.common import interleaved_times, paired_ratio, saved_tensor_bytes
 from lbam.bench.pipeline import loop_throughput
 
 
@@ -66,7 +66,7 @@ def test_saved_tensor_bytes_counts_unique_saved_storages_except_excluded():
     assert saved_tensor_bytes(lambda: x * x) == 4 * 8 * 4
 
 
-def test_interleaved_medians_runs_each_candidate_and_returns_positive_times():
+def test_interleaved_times_runs_each_candidate_once_per_round():
     calls = {"a": 0, "b": 0}
 
     def bump(name):
@@ -75,9 +75,15 @@ def test_interleaved_medians_runs_each_candidate_and_returns_positive_times():
 
         return run
 
-    times = interleaved_medians({"a": bump("a"), "b": bump("b")}, torch.device("cpu"), warmup=2, repeats=5)
+    times = interleaved_times({"a": bump("a"), "b": bump("b")}, torch.device("cpu"), warmup=2, repeats=5)
     assert calls == {"a": 7, "b": 7}
-    assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
+    assert set(times) == {"a", "b"} and all(len(t) == 5 and min(t) > 0 for t in times.values())
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # Round 3 is slow for both: its pair still has ratio 2, unlike the ratio of medians (3/1.5).
+    assert paired_ratio([2.0, 2.0, 20.0], [1.0, 1.0, 10.0]) == 2.0
+    assert paired_ratio([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
 
 
 def test_loop_throughput_spans_epochs_and_separates_in_epoch_gaps():

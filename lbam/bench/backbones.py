@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 import torch
 
 from lbam.attention import ATTENTIONS
-from lbam.bench.common import interleaved_medians, machine_info
+from lbam.bench.common import interleaved_times, machine_info, paired_ratio
 from lbam.complexity import profile_model
 from lbam.models import build_backbone
 
@@ -51,18 +52,17 @@ def bench_backbones(cfg: BackboneConfig, device: torch.device) -> list[dict[str,
 
             return run
 
-        times = interleaved_medians(
-            {n: forward(m) for n, m in models.items()}, device, cfg.warmup, cfg.repeats
-        )
+        times = interleaved_times({n: forward(m) for n, m in models.items()}, device, cfg.warmup, cfg.repeats)
         block = {}
         for name, model in models.items():
             cost = profile_model(model, input_size=(1, 3, size, size))
-            block[name] = {**cost, "latency_ms_per_image": 1e3 * times[name] / cfg.batch}
+            block[name] = {**cost, "latency_ms_per_image": 1e3 * statistics.median(times[name]) / cfg.batch}
         for name, r in block.items():
             row = {**info, "backbone": backbone, "width_mult": cfg.width_mult, "input_size": size}
             row |= {"batch": cfg.batch, "attention": name, **r}
-            for key in ("params", "macs", "flops", "latency_ms_per_image"):
+            for key in ("params", "macs", "flops"):
                 row[f"{key}_over_none"] = r[key] / block["none"][key]
+            row["latency_over_none"] = paired_ratio(times[name], times["none"])
             rows.append(row)
         print(
             f"{backbone}@{size}  "

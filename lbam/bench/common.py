@@ -67,17 +67,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(
+def interleaved_times(
     fns: Mapping[str, Callable[[], object]],
     device: torch.device,
     warmup: int,
     repeats: int,
     seed: int = 0,
-) -> dict[str, float]:
-    """Median wall time in seconds of each callable, measured round-robin in the same process.
+) -> dict[str, list[float]]:
+    """Wall times in seconds of each callable per round, measured round-robin in the same process.
 
     Each round runs every callable once, in a freshly shuffled order, so slow drifts of the machine
-    (load, frequency, allocator state) spread evenly over all candidates instead of biasing one.
+    (load, frequency, allocator state) spread evenly over all candidates instead of biasing one; the i-th
+    times of two candidates come from the same round (see ``paired_ratio``).
     """
     rng = random.Random(seed)
     names = list(fns)
@@ -93,7 +94,12 @@ def interleaved_medians(
             fns[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i]: a ratio estimate that cancels drifts shared by one round."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:

@@ -8,20 +8,22 @@ LBAM instance's parameters (checked equal in float64 first). Columns:
   upstream gradient, in train mode; all candidates of one size run round-robin in a shuffled order.
 - ``act_bytes``: activation memory, i.e. bytes of the unique storages autograd saves for backward (via
   ``torch.autograd.graph.saved_tensors_hooks``), not counting the input and the parameters.
-- ``*_over_{se,bam,lbam_reference}``: ratios to those rows. ``none`` (identity) has no cost to divide by,
+- ``*_over_{se,bam,lbam_reference}``: ratios to those rows; latency ratios are medians of per-round ratios
+  (the two times of a round share the machine's state, which cancels most of the drift). ``none`` (identity) has no cost to divide by,
   so against it the CSV gives differences (``*_added_ms``); its latency is the harness's own overhead.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from lbam.attention import ATTENTIONS, build_attention
-from lbam.bench.common import interleaved_medians, machine_info, saved_tensor_bytes, zero_grads
+from lbam.bench.common import interleaved_times, machine_info, paired_ratio, saved_tensor_bytes, zero_grads
 from lbam.bench.reference import ReferenceLBAM, check_reference
 from lbam.complexity import profile_model
 
@@ -36,7 +38,7 @@ class ModuleConfig:
     sizes: tuple[int, ...] = (56, 28, 14)
     batch: int = 8
     warmup: int = 2
-    repeats: int = 9
+    repeats: int = 21
 
 
 QUICK = ModuleConfig(channels=(16,), sizes=(8,), batch=2, warmup=1, repeats=3)
@@ -94,7 +96,7 @@ def bench_modules(cfg: ModuleConfig, device: torch.device) -> list[dict[str, obj
         for name, m in mods.items():
             fns[f"{name}/fwd"] = _fwd(m, x)
             fns[f"{name}/fwdbwd"] = _fwdbwd(m, x, grad)
-        times = interleaved_medians(fns, device, cfg.warmup, cfg.repeats, seed=channels + size)
+        times = interleaved_times(fns, device, cfg.warmup, cfg.repeats, seed=channels + size)
         block = {}
         for name, m in mods.items():
             cost = profile_model(m, input_size=(1, channels, size, size))
@@ -102,8 +104,8 @@ def bench_modules(cfg: ModuleConfig, device: torch.device) -> list[dict[str, obj
                 "params": cost["params"],
                 "macs": cost["macs"],
                 "flops": cost["flops"],
-                "fwd_ms": 1e3 * times[f"{name}/fwd"],
-                "fwdbwd_ms": 1e3 * times[f"{name}/fwdbwd"],
+                "fwd_ms": 1e3 * statistics.median(times[f"{name}/fwd"]),
+                "fwdbwd_ms": 1e3 * statistics.median(times[f"{name}/fwdbwd"]),
                 "act_bytes": saved_tensor_bytes(_fwd(m, x), exclude=[x, *m.parameters()]),
             }
         none = block["none"]
@@ -114,8 +116,9 @@ def bench_modules(cfg: ModuleConfig, device: torch.device) -> list[dict[str, obj
             row["fwdbwd_added_ms"] = r["fwdbwd_ms"] - none["fwdbwd_ms"]
             for base in BASELINES:
                 b = block[base]
-                for key, col in (("params", "params"), ("fwd_ms", "fwd"), ("fwdbwd_ms", "fwdbwd")):
-                    row[f"{col}_over_{base}"] = r[key] / b[key]
+                row[f"params_over_{base}"] = r["params"] / b["params"]
+                for col in ("fwd", "fwdbwd"):
+                    row[f"{col}_over_{base}"] = paired_ratio(times[f"{name}/{col}"], times[f"{base}/{col}"])
                 row[f"mem_over_{base}"] = r["act_bytes"] / b["act_bytes"]
             rows.append(row)
         print(
