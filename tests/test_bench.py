@@ -86,12 +86,12 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert paired_ratio([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
 
 
-def test_loop_throughput_spans_epochs_and_separates_in_epoch_gaps():
+def test_loop_throughput_counts_in_epoch_gaps_and_reports_epoch_boundaries_apart():
     # (epoch, end time, batch size): warm-up batch, then 1 s per batch, and a 3 s epoch boundary.
     ends = [(0, 0.0, 10), (0, 1.0, 10), (0, 2.0, 10), (1, 5.0, 10), (1, 6.0, 10)]
-    overall, in_epoch = loop_throughput(ends, warmup=1)
-    assert overall == pytest.approx(30 / 5.0)
+    in_epoch, boundary = loop_throughput(ends, warmup=1)
     assert in_epoch == pytest.approx(20 / 2.0)
+    assert boundary == pytest.approx(3.0)
 
 
 def _read(path):
@@ -130,9 +130,9 @@ def test_quick_pipeline_bench_trains_through_the_runner_and_reports_both_through
     assert main(["--quick", "--out", str(tmp_path), "--parts", "pipeline", "--threads", "1"]) == 0
     (row,) = _read(tmp_path / "pipeline.csv")
     assert row["dataset"] == "synthetic_bccd" and row["synthetic"] == "True"
-    for col in ("loop_images_per_s", "loop_in_epoch_images_per_s", "bound_images_per_s", "loop_over_bound"):
+    for col in ("loop_images_per_s", "bound_images_per_s", "loop_over_bound", "epoch_boundary_s"):
         assert float(row[col]) > 0
-    assert int(row["timed_batches"]) > 0
+    assert int(row["batches_per_epoch"]) > 1 and int(row["batch"]) == 8
 
 
 def test_unknown_part_is_refused(capsys):
