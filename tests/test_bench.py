@@ -92,6 +92,8 @@ def test_loop_throughput_counts_in_epoch_gaps_and_reports_epoch_boundaries_apart
     in_epoch, boundary = loop_throughput(ends, warmup=1)
     assert in_epoch == pytest.approx(20 / 2.0)
     assert boundary == pytest.approx(3.0)
+    # 2 s of that boundary were the bound segment, not the loop.
+    assert loop_throughput(ends, warmup=1, excluded=[2.0])[1] == pytest.approx(1.0)
 
 
 def _read(path):

@@ -61,6 +61,7 @@ class LoopAndBound(pl.Callback):
         self.cfg, self.device = cfg, device
         self.ends: list[tuple[int, float, int]] = []  # (epoch, time, batch size) of each training batch
         self.bound: list[tuple[float, int]] = []  # (seconds, batch size) of each bound step
+        self.segments: list[float] = []  # wall seconds of each bound segment (not part of the loop)
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -75,7 +76,7 @@ class LoopAndBound(pl.Callback):
         self.ends.append((trainer.current_epoch, time.perf_counter(), len(batch[1])))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        optimizer = trainer.optimizers[0]
+        start, optimizer = time.perf_counter(), trainer.optimizers[0]
         warm = 2 if not self.bound else 0  # untimed steps before the first segment
         for i in range(warm + self.cfg.bound_steps):
             x, y = self.batches[i % len(self.batches)]
@@ -87,17 +88,21 @@ class LoopAndBound(pl.Callback):
             if i >= warm:
                 self.bound.append((time.perf_counter() - t0, len(y)))
         optimizer.zero_grad(set_to_none=True)
+        self.segments.append(time.perf_counter() - start)
 
 
-def loop_throughput(ends: list[tuple[int, float, int]], warmup: int) -> tuple[float, float]:
-    """(in-epoch, boundary seconds per epoch) after ``warmup`` batches: in-epoch images/s sums only the gaps
-    between consecutive batches of one epoch; the rest of the time is spent at epoch boundaries."""
+def loop_throughput(
+    ends: list[tuple[int, float, int]], warmup: int, excluded: tuple[float, ...] | list[float] = ()
+) -> tuple[float, float]:
+    """(in-epoch images/s, seconds per epoch boundary) after ``warmup`` batches. In-epoch sums only the gaps
+    between consecutive batches of one epoch; a boundary is the gap from an epoch's last batch to the next
+    epoch's first, minus the ``excluded`` time spent there (the bound segments)."""
     timed = ends[warmup:]
     gaps = [(b[1] - a[1], b[2]) for a, b in itertools.pairwise(timed) if a[0] == b[0]]
     in_epoch = sum(n for _, n in gaps) / sum(t for t, _ in gaps)
-    firsts = [(a[1], b[1]) for a, b in itertools.pairwise(timed) if a[0] != b[0]]
-    boundary = sum(b - a for a, b in firsts) / len(firsts) if firsts else 0.0
-    return in_epoch, boundary
+    crossings = [b[1] - a[1] for a, b in itertools.pairwise(timed) if a[0] != b[0]]
+    boundaries = [c - skip for c, skip in zip(crossings, [*excluded, *[0.0] * len(crossings)])]
+    return in_epoch, (sum(boundaries) / len(boundaries) if boundaries else 0.0)
 
 
 def _has_bccd(cfg) -> bool:
@@ -132,7 +137,7 @@ def bench_pipeline(cfg: PipelineConfig, device: torch.device) -> list[dict[str, 
             row = train(compose_config(run_overrides), overrides=run_overrides, callbacks=[probe])
             if row["status"] != "ok":
                 raise RuntimeError(f"bench pipeline: training failed: {row['error']}")
-            loop, boundary = loop_throughput(probe.ends, cfg.warmup_batches)
+            loop, boundary = loop_throughput(probe.ends, cfg.warmup_batches, probe.segments)
             bound = sum(n for _, n in probe.bound) / sum(t for t, _ in probe.bound)
             rows.append(
                 {
