@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _fused
+
 
 def check_input(x: torch.Tensor, channels: int) -> None:
     """Raise ValueError unless ``x`` is N×C×H×W with C == ``channels``."""
@@ -70,11 +72,16 @@ def gate(
     spatial: torch.Tensor | None,
     combine: str = "add",
     residual: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    keep_map: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Fuse the branch logits into M = σ(channel ∘ spatial) (∘ = + or ×, broadcast) and apply it.
 
-    Returns ``(F + F⊗M if residual else F⊗M, M)``. A missing branch (None) is left out of the sum.
+    Returns ``(F + F⊗M if residual else F⊗M, M if keep_map else None)``. A missing branch (None) is left out
+    of the sum. Two branches added (BAM's default, LBAM) run as ``_fused.gate``, which keeps no full-size M for
+    backward, unless M itself is asked for.
     """
+    if channel is not None and spatial is not None and combine == "add" and not keep_map:
+        return _fused.gate(x, channel, spatial, residual), None
     if spatial is None:
         m = torch.sigmoid(channel)
     elif channel is None:
@@ -82,7 +89,7 @@ def gate(
     else:
         # The broadcast sum/product is a fresh N×C×H×W tensor, so the sigmoid may overwrite it.
         m = (channel + spatial if combine == "add" else channel * spatial).sigmoid_()
-    return (torch.addcmul(x, x, m) if residual else x * m), m
+    return (torch.addcmul(x, x, m) if residual else x * m), (m if keep_map else None)
 
 
 def maps(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ._common import check_choice, check_input, check_odd_kernel, check_positive, eca_kernel_size, gate, maps
+from ._fused import lbam_gate
 from .bam import SpatialBranch
 
 BRANCHES = ("both", "channel", "spatial")
@@ -72,8 +73,12 @@ class LBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
+        if self.conv is not None and self.spatial is not None and not self.keep_maps:
+            # Both branches: pooling, 1-D conv and gate as one memory-lean Function (same values).
+            self.last_maps = None
+            return lbam_gate(x, self.spatial(x), self.conv.weight, self.pool, self.residual)
         channel = self._channel_logits(x) if self.conv is not None else None
         spatial = self.spatial(x) if self.spatial is not None else None
-        out, m = gate(x, channel, spatial, "add", self.residual)
+        out, m = gate(x, channel, spatial, "add", self.residual, keep_map=self.keep_maps)
         self.last_maps = maps(x, channel, spatial, m) if self.keep_maps else None
         return out

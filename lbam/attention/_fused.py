@@ -1,0 +1,131 @@
+"""Fused attention tails with hand-written backward passes (shared by BAM and LBAM).
+
+Autograd on the eager tail ``F + F ⊗ σ(Mc + Ms)`` keeps the full-size M for backward and writes about six
+full-size temporaries; it is memory-bound, so those passes and allocations are where the time goes. These
+Functions compute the same values but save only F (which the layer before keeps anyway) and the small
+logits, recompute M in backward, and reuse buffers in place:
+
+- ``gate(x, channel, spatial, residual)``: F' = F + F ⊗ σ(c + s) (or F ⊗ σ(c + s)); c: N×C×1×1, s: N×1×H×W.
+  Backward: dF = g ⊙ (1 + M), and dc, ds are the H×W and C sums of g ⊙ F ⊙ M ⊙ (1 − M).
+- ``lbam_gate(x, spatial, weight, pool, residual)``: LBAM's channel branch (GAP and/or GMP → 1-D conv, no
+  bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
+  extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
+  ``amax``'s backward).
+Both are once-differentiable (no double backward).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+
+def _mask(x: torch.Tensor, channel: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
+    """σ(channel + spatial) broadcast to x's shape, in x's memory format and the promoted dtype."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, channel.dtype), spatial.dtype)
+    m = torch.empty_like(x, dtype=dtype)
+    return torch.add(channel, spatial, out=m).sigmoid_()
+
+
+def _tail_forward(x, channel, spatial, residual: bool) -> torch.Tensor:
+    m = _mask(x, channel, spatial)
+    # The output reuses M's buffer: one full-size allocation in all.
+    return torch.addcmul(x, x, m, out=m) if residual else m.mul_(x)
+
+
+def _tail_backward(g, x, channel, spatial, residual: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dF of the gate, dL/d(c + s) at full size)."""
+    m = _mask(x, channel, spatial)
+    dz = torch.mul(g, x)
+    torch.ops.aten.sigmoid_backward.grad_input(dz, m, grad_input=dz)  # dz ⊙ M ⊙ (1 − M), in place
+    dx = torch.addcmul(g, g, m, out=m) if residual else m.mul_(g)
+    return dx, dz
+
+
+class _Gate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, channel, spatial, residual):
+        ctx.residual = residual
+        ctx.save_for_backward(x, channel, spatial)
+        return _tail_forward(x, channel, spatial, residual)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, channel, spatial = ctx.saved_tensors
+        dx, dz = _tail_backward(g, x, channel, spatial, ctx.residual)
+        dc = dz.sum((2, 3), keepdim=True, dtype=channel.dtype) if ctx.needs_input_grad[1] else None
+        ds = dz.sum(1, keepdim=True, dtype=spatial.dtype) if ctx.needs_input_grad[2] else None
+        return dx.to(x.dtype), dc, ds, None
+
+
+def gate(
+    x: torch.Tensor, channel: torch.Tensor, spatial: torch.Tensor, residual: bool = True
+) -> torch.Tensor:
+    """F + F ⊗ σ(channel + spatial) (residual) or F ⊗ σ(channel + spatial), memory-lean (see module doc)."""
+    return _Gate.apply(x, channel, spatial, residual)
+
+
+def _conv1d_backward(dc, v, weight) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dL/dv, dL/dweight) of ``F.conv1d(v, weight, padding=k // 2)`` for the upstream gradient dc (N×1×C)."""
+    k, w, dc = weight.shape[-1], weight.to(v.dtype), dc.to(v.dtype)
+    if v.device.type == "cpu":
+        # convolution_backward's CPU path (oneDNN) spends 0.3-0.5 ms per call setting up these tiny N×1×C
+        # convolutions, more than the rest of LBAM's channel branch; the plain im2col kernel takes microseconds.
+        dv, dw, _ = torch.ops.aten._slow_conv2d_backward(
+            dc.unsqueeze(2), v.unsqueeze(2), w.unsqueeze(2), [1, k], [1, 1], [0, k // 2], [True, True, False]
+        )
+        return dv.squeeze(2), dw.squeeze(2).to(weight.dtype)
+    dv, dw, _ = torch.ops.aten.convolution_backward(
+        dc, v, w, None, [1], [k // 2], [1], False, [0], 1, [True, True, False]
+    )
+    return dv, dw.to(weight.dtype)
+
+
+def _pooled(x: torch.Tensor, pool: str, separate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(conv input N×1×C or N×2×C, the GMP values N×C or None)."""
+    avg = x.mean((2, 3)) if pool != "max" else None
+    mx = x.amax((2, 3)) if pool != "avg" else None
+    if separate:
+        return torch.stack((avg, mx), 1), mx
+    return (mx if avg is None else avg if mx is None else avg + mx).unsqueeze(1), mx
+
+
+class _LBAMGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spatial, weight, pool, residual):
+        n, c = x.shape[:2]
+        v, mx = _pooled(x, pool, separate=weight.shape[1] == 2)
+        channel = F.conv1d(v, weight, padding=weight.shape[-1] // 2).view(n, c, 1, 1)
+        ctx.pool, ctx.residual = pool, residual
+        ctx.save_for_backward(x, spatial, weight, channel, v, mx)
+        return _tail_forward(x, channel, spatial, residual)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, spatial, weight, channel, v, mx = ctx.saved_tensors
+        n, c, h, w = x.shape
+        dx, dz = _tail_backward(g, x, channel, spatial, ctx.residual)
+        ds = dz.sum(1, keepdim=True, dtype=spatial.dtype)
+        dv, dw = _conv1d_backward(dz.sum((2, 3), dtype=v.dtype).unsqueeze(1), v, weight)
+        d_avg, d_max = dv[:, 0], dv[:, -1]  # the same row when the conv has one input channel
+        if ctx.pool != "max":
+            dx.add_((d_avg / (h * w)).view(n, c, 1, 1))
+        if ctx.pool != "avg":
+            # dz is free now: reuse it for the mask of the maxima.
+            hit = torch.eq(x, mx.view(n, c, 1, 1), out=dz)
+            ties = hit.sum((2, 3), keepdim=True)
+            dx.addcmul_(hit, d_max.view(n, c, 1, 1) / ties)
+        return dx.to(x.dtype), ds, dw, None, None
+
+
+def lbam_gate(
+    x: torch.Tensor, spatial: torch.Tensor, weight: torch.Tensor, pool: str = "avgmax", residual: bool = True
+) -> torch.Tensor:
+    """LBAM with both branches: F (+) F ⊗ σ(conv1d(pool(F)) + spatial), memory-lean (see module doc).
+
+    ``weight`` is the 1-D conv's (1×1×k shared, or 1×2×k for separate GAP and GMP kernels, k odd).
+    """
+    return _LBAMGate.apply(x, spatial, weight, pool, residual)

@@ -1,0 +1,3 @@
+from lbam.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The benchmark harness: correct reference, correct measurements plumbing, CSVs with the stated columns."""
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lbam.bench.reference as reference
+from lbam.attention import LBAM, _fused
+from lbam.bench import main
+from lbam.bench.common import interleaved_times, paired_ratio, saved_tensor_bytes
+from lbam.bench.pipeline import loop_throughput
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: pytest -n 2 already fills both cores; two threads each would contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MACHINE_COLUMNS = ["machine", "threads", "gpu", "device", "torch_version", "date", "load_avg_1m", "commit"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"shared_conv": False},
+        {"pool": "max", "residual": False},
+        {"pool": "avg", "kernel_size": 5},
+        {"branches": "channel"},
+        {"branches": "spatial"},
+    ],
+)
+def test_reference_equals_lbam_in_output_and_gradients(kwargs):
+    torch.manual_seed(0)
+    module = LBAM(24, reduction=4, dilation=2, **kwargs)
+    assert reference.check_reference(module, torch.randn(3, 24, 7, 5)) < 1e-9
+
+
+def test_reference_check_catches_a_difference(monkeypatch):
+    exact = reference.reference_lbam
+    monkeypatch.setattr(reference, "reference_lbam", lambda m, x: exact(m, x) * (1 + 1e-6))
+    with pytest.raises(AssertionError, match="output"):
+        reference.check_reference(LBAM(16, reduction=4), torch.randn(2, 16, 6, 6))
+
+
+def test_reference_module_shares_parameters_and_keeps_bn_statistics():
+    module = LBAM(16, reduction=4)
+    ref = reference.ReferenceLBAM(module)
+    assert {id(p) for p in ref.parameters()} == {id(p) for p in module.parameters()}
+    before = module.spatial[1].running_mean.clone()
+    ref.train()(torch.randn(2, 16, 6, 6))
+    assert torch.equal(module.spatial[1].running_mean, before)
+
+
+def test_saved_tensor_bytes_counts_unique_saved_storages_except_excluded():
+    x = torch.randn(4, 8, requires_grad=True)
+    # sigmoid saves its output (128 B); x * x saves x twice (one storage), excluded here.
+    assert saved_tensor_bytes(lambda: x.sigmoid(), exclude=[x]) == 4 * 8 * 4
+    assert saved_tensor_bytes(lambda: x * x, exclude=[x]) == 0
+    assert saved_tensor_bytes(lambda: x * x) == 4 * 8 * 4
+
+
+def test_interleaved_times_runs_each_candidate_once_per_round():
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        def run():
+            calls[name] += 1
+
+        return run
+
+    times = interleaved_times({"a": bump("a"), "b": bump("b")}, torch.device("cpu"), warmup=2, repeats=5)
+    assert calls == {"a": 7, "b": 7}
+    assert set(times) == {"a", "b"} and all(len(t) == 5 and min(t) > 0 for t in times.values())
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # Round 3 is slow for both: its pair still has ratio 2, unlike the ratio of medians (3/1.5).
+    assert paired_ratio([2.0, 2.0, 20.0], [1.0, 1.0, 10.0]) == 2.0
+    assert paired_ratio([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
+
+
+def test_loop_throughput_counts_in_epoch_gaps_and_reports_epoch_boundaries_apart():
+    # (epoch, end time, batch size): warm-up batch, then 1 s per batch, and a 3 s epoch boundary.
+    ends = [(0, 0.0, 10), (0, 1.0, 10), (0, 2.0, 10), (1, 5.0, 10), (1, 6.0, 10)]
+    in_epoch, boundary = loop_throughput(ends, warmup=1)
+    assert in_epoch == pytest.approx(20 / 2.0)
+    assert boundary == pytest.approx(3.0)
+    # 2 s of that boundary were the bound segment, not the loop.
+    assert loop_throughput(ends, warmup=1, excluded=[2.0])[1] == pytest.approx(1.0)
+
+
+def _read(path):
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_module_and_backbone_bench_write_csvs_with_positive_numbers(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--parts", "module,backbone", "--threads", "1"]) == 0
+    rows = _read(tmp_path / "modules.csv")
+    assert {r["attention"] for r in rows} == {"none", "se", "cbam", "bam", "eca", "lbam", "lbam_reference"}
+    for col in [*MACHINE_COLUMNS, "batch", "channels", "height", "params", "macs", "flops", "fwd_ms"]:
+        assert col in rows[0]
+    for col in ("fwdbwd_over_bam", "fwdbwd_over_se", "mem_over_bam", "fwdbwd_over_lbam_reference"):
+        assert col in rows[0]
+    by = {r["attention"]: r for r in rows}
+    for name in ("se", "bam", "lbam", "lbam_reference"):
+        r = by[name]
+        assert int(r["params"]) > 0 and int(r["macs"]) >= 0 and int(r["flops"]) > 0
+        assert float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 and int(r["act_bytes"]) > 0
+    # The reference is the same function with the same parameters: same counts.
+    assert by["lbam_reference"]["params"] == by["lbam"]["params"]
+    assert float(by["bam"]["fwdbwd_over_bam"]) == 1.0
+    assert int(by["none"]["params"]) == 0 and int(by["none"]["act_bytes"]) == 0
+    assert (tmp_path / "modules.png").stat().st_size > 0
+    backbones = _read(tmp_path / "backbones.csv")
+    assert {r["attention"] for r in backbones} == {"none", "se", "cbam", "bam", "eca", "lbam"}
+    for r in backbones:
+        assert all(r[c] for c in MACHINE_COLUMNS)
+        assert int(r["params"]) > 0 and int(r["macs"]) > 0 and float(r["latency_ms_per_image"]) > 0
+        assert (int(r["attention_params"]) > 0) == (r["attention"] != "none")
+
+
+@pytest.mark.slow
+def test_quick_pipeline_bench_trains_through_the_runner_and_reports_both_throughputs(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--parts", "pipeline", "--threads", "1"]) == 0
+    (row,) = _read(tmp_path / "pipeline.csv")
+    assert row["dataset"] == "synthetic_bccd" and row["synthetic"] == "True"
+    for col in ("loop_images_per_s", "bound_images_per_s", "loop_over_bound", "epoch_boundary_s"):
+        assert float(row[col]) > 0
+    assert int(row["batches_per_epoch"]) > 1 and int(row["batch"]) == 8
+
+
+def test_unknown_part_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--parts", "module,gpu"])
+    assert "unknown part" in capsys.readouterr().err
+
+
+# ---- the fused tails in lbam.attention._fused (the optimisation the bench measures) ----
+
+
+def _f64(*shape, grad=True):
+    return torch.randn(*shape, dtype=torch.float64, requires_grad=grad)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_fused_gate_gradcheck(residual):
+    x, c, s = _f64(2, 3, 4, 5), _f64(2, 3, 1, 1), _f64(2, 1, 4, 5)
+    assert torch.autograd.gradcheck(lambda *t: _fused.gate(*t, residual), (x, c, s))
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize(("pool", "n_in"), [("avgmax", 1), ("avgmax", 2), ("avg", 1), ("max", 1)])
+def test_fused_lbam_gate_gradcheck(pool, n_in, residual):
+    x, s, w = _f64(2, 6, 3, 4), _f64(2, 1, 3, 4), _f64(1, n_in, 3)
+    assert torch.autograd.gradcheck(lambda *t: _fused.lbam_gate(*t, pool, residual), (x, s, w))
+
+
+def test_fused_lbam_gate_splits_the_max_gradient_among_ties_as_amax():
+    # Post-ReLU features have ties at the maximum (here: zero maps and repeated values).
+    x = torch.relu(torch.randn(2, 8, 4, 4, dtype=torch.float64))
+    x[0, 1] = 0.0
+    x[1, 2, :2, :2] = x[1, 2].max() + 1.0
+    s, w = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randn(1, 1, 3, dtype=torch.float64)
+    grads = []
+    for fused in (True, False):
+        xi, si, wi = (t.clone().requires_grad_() for t in (x, s, w))
+        if fused:
+            out = _fused.lbam_gate(xi, si, wi)
+        else:
+            v = (xi.mean((2, 3)) + xi.amax((2, 3))).unsqueeze(1)
+            out = xi + xi * torch.sigmoid(F.conv1d(v, wi, padding=1).view(2, 8, 1, 1) + si)
+        out.backward(torch.ones_like(out))
+        grads.append((out.detach(), xi.grad, si.grad, wi.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_gates_keep_no_full_size_tensor_for_backward():
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    c, s = torch.randn(2, 16, 1, 1, requires_grad=True), torch.randn(2, 1, 8, 8, requires_grad=True)
+    w = torch.randn(1, 1, 3, requires_grad=True)
+    full = x.numel() * 4
+    # Eager: σ(c + s) is kept at full size.
+    assert saved_tensor_bytes(lambda: x + x * torch.sigmoid(c + s), exclude=[x]) >= full
+    assert saved_tensor_bytes(lambda: _fused.gate(x, c, s), exclude=[x]) < full / 4
+    assert saved_tensor_bytes(lambda: _fused.lbam_gate(x, s, w), exclude=[x]) < full / 4
