@@ -361,7 +361,8 @@ def _ranks_launched_outside() -> bool:
     """True when ranks come from SLURM/torchrun or when this is a single command-line run."""
     if any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")):
         return True
-    return HydraConfig.initialized() and HydraConfig.get().mode.name == "RUN"
+    mode = HydraConfig.get().mode if HydraConfig.initialized() else None
+    return mode is not None and mode.name == "RUN"
 
 
 def _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val: bool) -> pl.Trainer:

@@ -109,22 +109,30 @@ def test_run_name_stays_short_and_distinct_when_hashed():
     )
 
 
-def _hydra_cfg(overrides):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+@pytest.fixture
+def hydra_cfg():
+    """Compose with the hydra node and install it as Hydra's singleton (needed to resolve run dirs); the
+    singleton is cleared afterwards so it cannot leak into later tests of the same worker."""
+
+    def compose_with_hydra(overrides):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield compose_with_hydra
+    HydraConfig.instance().cfg = None
 
 
-def test_hydra_run_dir_is_the_run_directory():
-    cfg = _hydra_cfg(["experiment=embodiment1", "attention=eca", "seed=2", "attention.kernel_size=5"])
+def test_hydra_run_dir_is_the_run_directory(hydra_cfg):
+    cfg = hydra_cfg(["experiment=embodiment1", "attention=eca", "seed=2", "attention.kernel_size=5"])
     expected = "experiments/embodiment1/eca__kernel_size=5__seed2"
     assert OmegaConf.select(cfg, "hydra.run.dir") == expected
     assert f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" == expected
 
 
-def test_slurm_launcher_extends_the_submitit_plugin():
-    cfg = _hydra_cfg(["hydra/launcher=slurm"])
+def test_slurm_launcher_extends_the_submitit_plugin(hydra_cfg):
+    cfg = hydra_cfg(["hydra/launcher=slurm"])
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.timeout_min == 240 and "partition" in cfg.hydra.launcher
 
