@@ -31,23 +31,27 @@ ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
 EXPERIMENTS = ("embodiment1", "embodiment2")
 
 
-def _step_seconds(cfg, attention: str) -> float:
-    """Seconds per training step of `cfg` with `attention` on this CPU (forward + backward, 3 timed steps)."""
+def _step_seconds(cfg, probe_batch: int = 4) -> float:
+    """Seconds per training step of `cfg` on this CPU (forward + backward + optimiser step).
+
+    Timed on `probe_batch` images and scaled to the configured batch (CPU cost is about linear in the batch), so
+    the estimate of the full protocol takes about a minute rather than the minutes of full-size steps."""
     from lbam.models import build_backbone
     from lbam.train import model_kwargs
 
-    model = build_backbone(**{**model_kwargs(cfg, 2), "attention": attention})
+    model = build_backbone(**model_kwargs(cfg, 2))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     size, batch = cfg.dataset.image_size, cfg.dataset.batch_size
-    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch,))
+    n = min(batch, probe_batch)
+    x, y = torch.randn(n, 3, size, size), torch.randint(0, 2, (n,))
     times = []
-    for _ in range(4):  # the first step warms up the allocator
+    for _ in range(3):  # the first step warms up the allocator
         t0 = time.perf_counter()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / 3
+    return sum(times[1:]) / 2 * batch / n
 
 
 def print_cpu_estimate(experiments, attentions, seeds) -> None:
@@ -61,7 +65,10 @@ def print_cpu_estimate(experiments, attentions, seeds) -> None:
             print(f"[estimate] {exp}: dataset not available, not counted")
             continue
         steps = math.ceil(n_train / cfg.dataset.batch_size) * cfg.trainer.max_epochs
-        per_run = [steps * _step_seconds(cfg, a) for a in attentions]
+        # Each attention with its own config group: its kwargs differ (cbam has no kernel_size, ...).
+        per_run = [
+            steps * _step_seconds(compose_config([f"experiment={exp}", f"attention={a}"])) for a in attentions
+        ]
         hours = sum(per_run) * len(seeds) / 3600
         total += hours
         print(
