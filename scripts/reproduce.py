@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     for exp, attention, seed, status in summary:
         print(f"  {exp:20s} {attention:5s} seed={seed}  {status}")
     if importlib.util.find_spec("lbam.report") is not None:
+        # Attention maps first (they need this machine's checkpoints), so the README block links them.
+        ok = {(exp, attention) for exp, attention, _, status in summary if status.startswith("ok")}
+        for exp in sorted({exp for exp, attention in ok if attention == "lbam" and (exp, "bam") in ok}):
+            cmd = [sys.executable, "-m", "lbam.report", "attention-maps", "--experiment", exp]
+            if subprocess.run(cmd, cwd=ROOT).returncode:
+                print(f"[reproduce] {exp}: attention maps failed (see above); tables and plots follow anyway")
         return subprocess.run([sys.executable, "-m", "lbam.report"], cwd=ROOT).returncode
     print("[reproduce] lbam.report is not available: rows are in results/runs/, no tables or plots made")
     return 1 if any(s[3].startswith("failed") for s in summary) else 0

@@ -59,3 +59,11 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, re.M)
     # the two commands come first in the README, before the layout
     assert readme.index("make reproduce") < readme.index("## Layout")
+
+
+def test_readme_results_block_is_generated_from_committed_rows():
+    """The README's numbers come from results/runs via lbam.report, never by hand."""
+    from lbam.report.readme import update_readme
+
+    up_to_date, diff = update_readme(ROOT / "README.md", ROOT / "results", check=True)
+    assert up_to_date, f"README results block is stale; run `make plots`:\n{diff}"

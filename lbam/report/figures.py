@@ -65,6 +65,8 @@ def plot_acc_vs_params(group: Group, ax) -> None:
             edgecolors="black",
             label=f"{s.label} (n={n}, {flops / 1e6:,.1f} MFLOPs)",
         )
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, min(high, 100.5))  # accuracy cannot exceed 100 %
     ax.set_xlabel("attention parameters (count)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.legend(
