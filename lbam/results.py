@@ -17,7 +17,7 @@ ROW_KEYS = (
     "experiment run_name dataset synthetic backbone attention attention_kwargs placement width_mult image_size "
     "seed profile device precision status error test_acc test_balanced_acc test_macro_f1 per_class_acc "
     "confusion_matrix class_names num_classes params attention_params macs flops epochs train_seconds "
-    "images_per_second n_train n_test history checkpoint predictions_file commit torch_version created_at "
+    "images_per_second n_train n_test data history checkpoint predictions_file commit torch_version created_at "
     "overrides"
 ).split()
 

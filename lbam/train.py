@@ -200,6 +200,7 @@ def _base_row(cfg: DictConfig, name: str, overrides: Sequence[str]) -> dict:
         "images_per_second": None,
         "n_train": None,
         "n_test": None,
+        "data": None,
         "history": [],
         "checkpoint": None,
         "predictions_file": f"{name}.preds.csv",
@@ -271,6 +272,9 @@ def train(
         precision=precision,
         n_train=int(dm.metadata.get("n_train", 0)),
         n_test=int(dm.metadata.get("n_test", 0)),
+        # What the data looked like for this run: split sizes per class and the items skipped, with reasons
+        # (degenerate BCCD boxes, unreadable pet images). Machine-specific paths stay out of the row.
+        data={k: v for k, v in dm.metadata.items() if k not in ("root", "cache", "mean", "std")},
     )
     trainer = None
     try:

@@ -98,6 +98,7 @@ def _check_ok_row(out: Path, row: dict, experiment: str, dataset: str):
     cm = row["confusion_matrix"]
     assert len(cm) == row["num_classes"] == len(row["class_names"]) == len(row["per_class_acc"])
     assert sum(map(sum, cm)) == row["n_test"]
+    assert row["data"]["n_test"] == row["n_test"] and "root" not in row["data"]
     assert sum(cm[i][i] for i in range(len(cm))) / row["n_test"] == pytest.approx(row["test_acc"])
     assert row["params"] > row["attention_params"] > 0 and row["flops"] >= row["macs"] > 0
     assert row["epochs"] == 1 and [h["epoch"] for h in row["history"]] == [1]
@@ -130,6 +131,10 @@ def test_embodiment2_end_to_end_on_synthetic_pets(tmp_path, cache_dir):
     row = run(tiny(tmp_path, cache_dir, "attention=se", embodiment=2))
     _check_ok_row(tmp_path, row, "embodiment2_quick", "synthetic_pets")
     assert row["backbone"] == "vgg16" and row["attention"] == "se"
+    # the twin's corrupt image is skipped and named in the run's metadata
+    assert row["data"]["skipped"] >= 1 and any(
+        "unreadable" in i["reason"] for i in row["data"]["skipped_items"]
+    )
 
 
 def test_same_seed_twice_gives_identical_metrics_and_predictions(emb1_run, tmp_path, cache_dir):
@@ -236,4 +241,5 @@ def test_real_bccd_tiny_profile_beats_chance(tmp_path):
     row = run(overrides)
     assert row["status"] == "ok" and row["dataset"] == "bccd" and row["synthetic"] is False
     assert sorted(row["class_names"]) == ["Platelets", "RBC", "WBC"] and row["n_test"] == 300
+    assert row["data"]["skipped"] == 2  # the two degenerate boxes, recorded in the run's metadata
     assert row["test_balanced_acc"] > 1 / 3 + 0.2, row
