@@ -72,13 +72,15 @@ def write_row(row: dict, preds: list[tuple[str, int, int]] | None, results_dir: 
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """HEAD's sha with a `+dirty` suffix when tracked files differ, or "unknown" outside git."""
+    """HEAD's sha with a `+dirty` suffix when tracked files other than results/ differ, or "unknown" outside git.
+
+    results/ is left out: rerunning the committed code rewrites the committed rows, which is not a code change."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
             cwd=cwd,
             capture_output=True,
             text=True,
