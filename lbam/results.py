@@ -92,7 +92,8 @@ def git_commit(cwd: str | Path | None = None) -> str:
     return sha + ("+dirty" if dirty else "")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -108,4 +109,4 @@ def device_string(accelerator: str, devices: int = 1) -> str:
         name = torch.cuda.get_device_name(0)
         return f"cuda: {name}" + (f" x{devices}" if devices > 1 else "")
     procs = f" x{devices} processes" if devices > 1 else ""
-    return f"cpu ({torch.get_num_threads()} threads, {_cpu_model()}){procs}"
+    return f"cpu ({torch.get_num_threads()} threads, {cpu_model()}){procs}"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import datetime
 import os
-import platform
 import random
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -16,36 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lbam.results import cpu_model, git_commit
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    """HEAD sha of the checkout, "+dirty" when files outside results/ differ from it (untracked included)."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", ".", ":!results"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("+dirty" if dirty else "")
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
@@ -58,7 +29,7 @@ def machine_info(device: torch.device) -> dict[str, object]:
         "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_avg_1m": round(os.getloadavg()[0], 2),
-        "commit": git_commit(),
+        "commit": git_commit(REPO_ROOT),
     }
 
 
