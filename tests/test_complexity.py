@@ -11,15 +11,6 @@ from lbam.complexity import ExtraFlopCounter, profile_model
 from lbam.models import build_backbone
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP oversubscription when pytest-xdist runs two workers on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(
     ("name", "reference", "params", "gmacs"),
     [

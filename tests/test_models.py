@@ -14,16 +14,6 @@ from torchvision.models.resnet import Bottleneck
 import lbam.attention
 from lbam.models import BACKBONES, PLACEMENTS, build_backbone, scale_width
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids OpenMP oversubscription when pytest-xdist runs two workers on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # (placement, expected number of inserted modules) per backbone, as the backbone docstrings state.
 EXPECTED_COUNTS = {
     "cnn4": {"stage": 4, "block": 5},
