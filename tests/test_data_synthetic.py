@@ -155,6 +155,12 @@ def test_sizes_and_constructor_checks(data_cache):
         SyntheticBCCDDataModule(cache_dir=data_cache, num_workers=-1)
 
 
+@pytest.mark.parametrize(("cores", "workers"), [(2, 0), (1, 0), (6, 4), (64, 8)])
+def test_num_workers_null_leaves_two_cores_for_compute(data_cache, monkeypatch, cores, workers):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert SyntheticBCCDDataModule(cache_dir=data_cache, num_workers=None).num_workers == workers
+
+
 def test_random_resized_crop_shapes_and_flip():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
     out = random_resized_crop(x, 4, (0.5, 1.0), hflip=True)
