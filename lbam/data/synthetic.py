@@ -178,10 +178,17 @@ class _SyntheticMixin:
     """Data lives in ``root`` (default ``cache_dir/synthetic/v<version>``) and is generated there when absent."""
 
     is_synthetic = True
+    urls = ("(generated locally by lbam.data.synthetic)",)
+    write = staticmethod(lambda root: None)  # the layout writer: write_bccd or write_pets
 
-    def __init__(self, root=None, cache_dir="data/.cache", **kwargs):
+    def __init__(self, root=None, cache_dir="data/.cache", image_size=32, train_size=0.75, **kwargs):
         root = Path(cache_dir) / "synthetic" / f"v{SYNTHETIC_VERSION}" if root is None else root
-        super().__init__(root=root, cache_dir=cache_dir, **kwargs)
+        super().__init__(
+            root=root, cache_dir=cache_dir, image_size=image_size, train_size=train_size, **kwargs
+        )
+
+    def _fetch(self) -> None:  # "downloading" a twin is writing it
+        self.write(self.root)
 
     def prepare_data(self) -> None:
         self._fetch()
@@ -195,23 +202,11 @@ class SyntheticBCCDDataModule(_SyntheticMixin, BCCDDataModule):
     """BCCD-layout twin (40 images, 242 boxes, 1 degenerate) read by the BCCD loader."""
 
     name = "synthetic_bccd"
-    urls = ("(generated locally by lbam.data.synthetic)",)
-
-    def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
-        super().__init__(image_size=image_size, train_size=train_size, **kwargs)
-
-    def _fetch(self) -> None:
-        write_bccd(self.root)
+    write = staticmethod(write_bccd)
 
 
 class SyntheticPetsDataModule(_SyntheticMixin, OxfordPetsDataModule):
     """Oxford-IIIT Pet-layout twin (120 images, 96 in trainval, one corrupt) read by the pets loader."""
 
     name = "synthetic_pets"
-    urls = ("(generated locally by lbam.data.synthetic)",)
-
-    def __init__(self, image_size: int = 32, train_size: int | float = 0.75, **kwargs):
-        super().__init__(image_size=image_size, train_size=train_size, **kwargs)
-
-    def _fetch(self) -> None:
-        write_pets(self.root)
+    write = staticmethod(write_pets)
