@@ -192,3 +192,29 @@ def test_fused_gates_keep_no_full_size_tensor_for_backward():
     assert saved_tensor_bytes(lambda: x + x * torch.sigmoid(c + s), exclude=[x]) >= full
     assert saved_tensor_bytes(lambda: _fused.gate(x, c, s), exclude=[x]) < full / 4
     assert saved_tensor_bytes(lambda: _fused.lbam_gate(x, s, w), exclude=[x]) < full / 4
+
+
+def test_global_avg_pool_equals_mean_and_returns_a_broadcast_gradient():
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    torch.testing.assert_close(_fused.global_avg_pool(x), x.mean((2, 3)), rtol=0, atol=0)
+    g = torch.randn(2, 3)
+    (ours,) = torch.autograd.grad(_fused.global_avg_pool(x), x, g)
+    (theirs,) = torch.autograd.grad(x.mean((2, 3)), x, g)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    # The point of it: the gradient is a stride-0 view (autograd adds it in place), not a full-size tensor.
+    assert ours.stride()[2:] == (0, 0)
+    x64 = _f64(2, 3, 4, 5)
+    assert torch.autograd.gradcheck(_fused.global_avg_pool, (x64,))
+    assert torch.autograd.gradgradcheck(_fused.global_avg_pool, (x64,))
+
+
+@pytest.mark.parametrize(("n_in", "k"), [(1, 1), (1, 3), (2, 5)])
+def test_conv1d_helper_equals_f_conv1d_and_is_counted(n_in, k):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    v, w = torch.randn(3, n_in, 17), torch.randn(1, n_in, k)
+    torch.testing.assert_close(_fused._conv1d(v, w), F.conv1d(v, w, padding=k // 2))
+    # A dispatch mode gets the plain conv, so lbam.complexity can count it (3 images × 17 outputs × n_in·k).
+    with FlopCounterMode(display=False) as counter:
+        _fused._conv1d(v, w)
+    assert counter.get_total_flops() == 2 * 3 * 17 * n_in * k

@@ -11,7 +11,11 @@ logits, recompute M in backward, and reuse buffers in place:
   bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
   ``amax``'s backward).
-Both are once-differentiable (no double backward).
+- ``global_avg_pool(x)``: GAP for every module that pools (SE, ECA, CBAM, BAM). Autograd's ``mean`` backward
+  writes a full-size ``expand(g) / (H·W)`` and then adds it to x's other gradients; this one returns the
+  broadcast view ``(g / (H·W)).expand(...)``, which autograd adds in place: one full-size pass, the same cost
+  as the in-place GAP gradient of ``lbam_gate`` (same engineering for the part LBAM shares with the baselines).
+``gate`` and ``lbam_gate`` are once-differentiable (no double backward).
 """
 
 from __future__ import annotations
@@ -19,6 +23,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx, g):
+        n, c, h, w = ctx.shape
+        return (g / (h * w)).view(n, c, 1, 1).expand(n, c, h, w)
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean((2, 3))`` (N×C) whose backward is a broadcast view, not a full-size tensor (see module doc)."""
+    return _GlobalAvgPool.apply(x)
 
 
 def _mask(x: torch.Tensor, channel: torch.Tensor, spatial: torch.Tensor) -> torch.Tensor:
@@ -67,6 +89,19 @@ def gate(
     return _Gate.apply(x, channel, spatial, residual)
 
 
+def _conv1d(v: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.conv1d(v, weight, padding=k // 2)`` for v: N×1×C or N×2×C; on CPU through the im2col kernel.
+
+    oneDNN spends ~0.13 ms per call setting up this tiny convolution (a few percent of LBAM at 14×14 maps); the
+    im2col kernel takes ~0.03 ms. A dispatch mode (``FlopCounterMode``) gets the plain conv, which it can count.
+    """
+    k, w = weight.shape[-1], weight.to(v.dtype)
+    if v.device.type == "cpu" and _get_current_dispatch_mode() is None:
+        out = torch.ops.aten.thnn_conv2d(v.unsqueeze(2), w.unsqueeze(2), [1, k], None, [1, 1], [0, k // 2])
+        return out.squeeze(2)
+    return F.conv1d(v, w, padding=k // 2)
+
+
 def _conv1d_backward(dc, v, weight) -> tuple[torch.Tensor, torch.Tensor]:
     """(dL/dv, dL/dweight) of ``F.conv1d(v, weight, padding=k // 2)`` for the upstream gradient dc (N×1×C)."""
     k, w, dc = weight.shape[-1], weight.to(v.dtype), dc.to(v.dtype)
@@ -97,7 +132,7 @@ class _LBAMGate(torch.autograd.Function):
     def forward(ctx, x, spatial, weight, pool, residual):
         n, c = x.shape[:2]
         v, mx = _pooled(x, pool, separate=weight.shape[1] == 2)
-        channel = F.conv1d(v, weight, padding=weight.shape[-1] // 2).view(n, c, 1, 1)
+        channel = _conv1d(v, weight).view(n, c, 1, 1)
         ctx.pool, ctx.residual = pool, residual
         ctx.save_for_backward(x, spatial, weight, channel, v, mx)
         return _tail_forward(x, channel, spatial, residual)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._common import BatchNorm1d, BatchNorm2d, check_choice, check_input, check_positive, gate, maps
+from ._fused import global_avg_pool
 
 COMBINES = ("add", "mul")
 
@@ -99,7 +100,7 @@ class BAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        channel = self.channel_mlp(x.mean((2, 3)))[:, :, None, None]
+        channel = self.channel_mlp(global_avg_pool(x))[:, :, None, None]
         spatial = self.spatial(x)
         out, m = gate(x, channel, spatial, self.combine, residual=True, keep_map=self.keep_maps)
         self.last_maps = maps(x, channel, spatial, m) if self.keep_maps else None

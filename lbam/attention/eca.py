@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ._common import check_input, check_odd_kernel, check_positive, eca_kernel_size
+from ._fused import global_avg_pool
 
 
 class ECA(nn.Module):
@@ -26,5 +27,5 @@ class ECA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        w = torch.sigmoid(self.conv(x.mean((2, 3)).unsqueeze(1)))  # N×1×C
+        w = torch.sigmoid(self.conv(global_avg_pool(x).unsqueeze(1)))  # N×1×C
         return x * w.view(x.shape[0], self.channels, 1, 1)

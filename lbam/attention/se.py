@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ._common import check_input, check_positive
+from ._fused import global_avg_pool
 
 
 class SE(nn.Module):
@@ -25,5 +26,5 @@ class SE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        s = torch.sigmoid(self.fc(x.mean((2, 3))))
+        s = torch.sigmoid(self.fc(global_avg_pool(x)))
         return x * s[:, :, None, None]
