@@ -104,7 +104,16 @@ def _read(path):
 def test_quick_module_and_backbone_bench_write_csvs_with_positive_numbers(tmp_path):
     assert main(["--quick", "--out", str(tmp_path), "--parts", "module,backbone", "--threads", "1"]) == 0
     rows = _read(tmp_path / "modules.csv")
-    assert {r["attention"] for r in rows} == {"none", "se", "cbam", "bam", "eca", "lbam", "lbam_reference"}
+    assert {r["attention"] for r in rows} == {
+        "none",
+        "se",
+        "cbam",
+        "bam",
+        "eca",
+        "lbam",
+        "lbam_reference",
+        "lbam_gap_only",
+    }
     for col in [*MACHINE_COLUMNS, "batch", "channels", "height", "params", "macs", "flops", "fwd_ms"]:
         assert col in rows[0]
     for col in ("fwdbwd_over_bam", "fwdbwd_over_se", "mem_over_bam", "fwdbwd_over_lbam_reference"):
@@ -116,6 +125,9 @@ def test_quick_module_and_backbone_bench_write_csvs_with_positive_numbers(tmp_pa
         assert float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 and int(r["act_bytes"]) > 0
     # The reference is the same function with the same parameters: same counts.
     assert by["lbam_reference"]["params"] == by["lbam"]["params"]
+    # The GMP-free ablation has the same parameters (shared 1-D conv) and pools one vector instead of two.
+    assert by["lbam_gap_only"]["params"] == by["lbam"]["params"]
+    assert int(by["lbam_gap_only"]["flops"]) < int(by["lbam"]["flops"])
     assert float(by["bam"]["fwdbwd_over_bam"]) == 1.0
     assert int(by["none"]["params"]) == 0 and int(by["none"]["act_bytes"]) == 0
     assert (tmp_path / "modules.png").stat().st_size > 0

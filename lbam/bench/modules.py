@@ -9,7 +9,9 @@ LBAM instance's parameters (checked equal in float64 first). Columns:
 - ``act_bytes``: activation memory, i.e. bytes of the unique storages autograd saves for backward (via
   ``torch.autograd.graph.saved_tensors_hooks``), not counting the input and the parameters.
 - ``*_over_{se,bam,lbam_reference}``: ratios to those rows; latency ratios are medians of per-round ratios
-  (the two times of a round share the machine's state, which cancels most of the drift). ``none`` (identity) has no cost to divide by,
+  (the two times of a round share the machine's state, which cancels most of the drift).
+- ``lbam_gap_only`` is LBAM with ``pool="avg"`` (no global max pooling), measured to show where LBAM's time
+  goes relative to BAM: the two differ only in the channel branch (1-D conv on GAP+GMP vs BAM's MLP on GAP). ``none`` (identity) has no cost to divide by,
   so against it the CSV gives differences (``*_added_ms``); its latency is the harness's own overhead.
 """
 
@@ -28,6 +30,8 @@ from lbam.bench.reference import ReferenceLBAM, check_reference
 from lbam.complexity import profile_model
 
 REFERENCE = "lbam_reference"
+# LBAM without its GMP (pool="avg"): the ablation that shows what the max pooling costs next to BAM.
+GAP_ONLY = "lbam_gap_only"
 # Ratio columns are written against these rows (the issue's baselines and the eager reference).
 BASELINES = ("se", "bam", REFERENCE)
 
@@ -38,7 +42,8 @@ class ModuleConfig:
     sizes: tuple[int, ...] = (56, 28, 14)
     batch: int = 8
     warmup: int = 2
-    repeats: int = 21
+    # 41 rounds: with 21, the median paired ratio moved by up to ±8 % between runs on the 2-core VM.
+    repeats: int = 41
 
 
 QUICK = ModuleConfig(channels=(16,), sizes=(8,), batch=2, warmup=1, repeats=3)
@@ -61,6 +66,7 @@ def _candidates(channels: int, device: torch.device) -> dict[str, nn.Module]:
     mods = {name: _Probe(build_attention(name, channels)) for name in ATTENTIONS}
     # The reference shares the LBAM instance's parameters: same function, plain eager implementation.
     mods[REFERENCE] = _Probe(ReferenceLBAM(mods["lbam"].module))
+    mods[GAP_ONLY] = _Probe(build_attention("lbam", channels, pool="avg"))
     for m in mods.values():
         m.to(device).train()
     return mods
@@ -148,7 +154,8 @@ def plot_modules(rows: list[dict[str, object]], path) -> None:
             )
             for s in sizes
         ]
-        ax.plot(range(len(sizes)), ys, marker="o", label=name, linestyle="--" if name == REFERENCE else "-")
+        dashed = name in (REFERENCE, GAP_ONLY)
+        ax.plot(range(len(sizes)), ys, marker="o", label=name, linestyle="--" if dashed else "-")
     ax.axhline(1.05, color="grey", linewidth=0.8, linestyle=":", label="target 1.05 × BAM")
     ax.set_xticks(range(len(sizes)), [f"C={c}\n{h}×{h}" for c, h in sizes], fontsize=8)
     ax.set_xlabel("input size (channels, H×W)")
