@@ -230,3 +230,27 @@ def test_conv1d_helper_equals_f_conv1d_and_is_counted(n_in, k):
     with FlopCounterMode(display=False) as counter:
         _fused._conv1d(v, w)
     assert counter.get_total_flops() == 2 * 3 * 17 * n_in * k
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (4, 4)])
+def test_fused_lbam_gate_max_gradient_sparse_and_dense_paths_equal_amax_with_ties(hw):
+    x = torch.relu(torch.randn(2, 6, *hw, dtype=torch.float64))
+    x[0, 1] = 0.0  # every value ties
+    x[1, 2, 0, :3] = x[1, 3, -1, -1] = x[1, 3, 0, 0] = 9.0  # ties within a block, and across blocks
+    x[1, 3].clamp_(max=9.0)
+    x[1, 2].clamp_(max=9.0)
+    assert (_fused._max_block(x) is not None) == (hw == (32, 32))
+    s, w = torch.randn(2, 1, *hw, dtype=torch.float64), torch.randn(1, 1, 3, dtype=torch.float64)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    grads = []
+    for fused in (True, False):
+        xi, si, wi = (t.clone().requires_grad_() for t in (x, s, w))
+        if fused:
+            out = _fused.lbam_gate(xi, si, wi)
+        else:
+            v = (xi.mean((2, 3)) + xi.amax((2, 3))).unsqueeze(1)
+            out = xi + xi * torch.sigmoid(F.conv1d(v, wi, padding=1).view(2, 6, 1, 1) + si)
+        out.backward(g)
+        grads.append((out.detach(), xi.grad, si.grad, wi.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -10,7 +10,9 @@ logits, recompute M in backward, and reuse buffers in place:
 - ``lbam_gate(x, spatial, weight, pool, residual)``: LBAM's channel branch (GAP and/or GMP → 1-D conv, no
   bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
-  ``amax``'s backward).
+  ``amax``'s backward). The dense GMP gradient costs three full-size passes (find the maxima, count ties, add);
+  on CPU, for maps of at least 8 blocks of ≥128 values (56×56, 32×32, not 28×28), the forward keeps the block
+  maxima (1/B of F) and the backward searches only the blocks that hold a maximum.
 - ``global_avg_pool(x)``: GAP for every module that pools (SE, ECA, CBAM, BAM). Autograd's ``mean`` backward
   writes a full-size ``expand(g) / (H·W)`` and then adds it to x's other gradients; this one returns the
   broadcast view ``(g / (H·W)).expand(...)``, which autograd adds in place: one full-size pass, the same cost
@@ -118,29 +120,70 @@ def _conv1d_backward(dc, v, weight) -> tuple[torch.Tensor, torch.Tensor]:
     return dv, dw.to(weight.dtype)
 
 
-def _pooled(x: torch.Tensor, pool: str, separate: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(conv input N×1×C or N×2×C, the GMP values N×C or None)."""
+# Blocks of the sparse GMP gradient (CPU): amax over rows shorter than ~100 is slow (per-row overhead), and
+# with fewer than 8 blocks per map the sparse bookkeeping costs more than the dense passes it saves.
+_MIN_BLOCK, _MIN_BLOCKS = 128, 8
+
+
+def _max_block(x: torch.Tensor) -> int | None:
+    """Block length B (a divisor of H·W) for the sparse GMP gradient, or None for the dense one."""
+    if x.device.type != "cpu" or not x.is_contiguous() or _get_current_dispatch_mode() is not None:
+        return None
+    hw = x.shape[2] * x.shape[3]
+    return next((b for b in range(_MIN_BLOCK, hw // _MIN_BLOCKS + 1) if hw % b == 0), None)
+
+
+def _pooled(x: torch.Tensor, pool: str, separate: bool):
+    """(conv input N×1×C or N×2×C, GMP values N×C or None, GMP block maxima (N·C)×(H·W/B) or None)."""
+    n, c = x.shape[:2]
     avg = x.mean((2, 3)) if pool != "max" else None
-    mx = x.amax((2, 3)) if pool != "avg" else None
+    mx = bmax = None
+    if pool != "avg":
+        b = _max_block(x)
+        if b is None:
+            mx = x.amax((2, 3))
+        else:
+            # Maxima of blocks of B elements: the backward then looks for the maxima in the hit blocks only.
+            bmax = x.view(n * c, -1, b).amax(2)
+            mx = bmax.amax(1).view(n, c)
     if separate:
-        return torch.stack((avg, mx), 1), mx
-    return (mx if avg is None else avg if mx is None else avg + mx).unsqueeze(1), mx
+        return torch.stack((avg, mx), 1), mx, bmax
+    return (mx if avg is None else avg if mx is None else avg + mx).unsqueeze(1), mx, bmax
+
+
+def _add_max_grad_dense(dx, x, mx, d_max, buf) -> None:
+    """dx += d_max at the maxima of each map, split evenly among ties (as ``amax``'s backward)."""
+    n, c = mx.shape
+    hit = torch.eq(x, mx.view(n, c, 1, 1), out=buf)
+    dx.addcmul_(hit, (d_max.view(n, c, 1, 1) / hit.sum((2, 3), keepdim=True)).to(dx.dtype))
+
+
+def _add_max_grad_sparse(dx, x, mx, bmax, d_max) -> None:
+    """Same as the dense version, touching only the blocks that hold a maximum (x, dx contiguous)."""
+    rows, nb = bmax.shape
+    b = x[0, 0].numel() // nb
+    row, blk = torch.nonzero(bmax == mx.view(-1, 1), as_tuple=True)
+    sel = row * nb + blk  # hit blocks, as rows of the (N·C·nb)×B view
+    hit = torch.eq(x.view(-1, b).index_select(0, sel), mx.view(-1)[row].unsqueeze(1)).to(dx.dtype)
+    ties = torch.zeros(rows, dtype=dx.dtype).index_add_(0, row, hit.sum(1))
+    coef = (d_max.reshape(-1).to(dx.dtype) / ties)[row]
+    dx.view(-1, b).index_add_(0, sel, hit.mul_(coef.unsqueeze(1)))
 
 
 class _LBAMGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spatial, weight, pool, residual):
         n, c = x.shape[:2]
-        v, mx = _pooled(x, pool, separate=weight.shape[1] == 2)
+        v, mx, bmax = _pooled(x, pool, separate=weight.shape[1] == 2)
         channel = _conv1d(v, weight).view(n, c, 1, 1)
         ctx.pool, ctx.residual = pool, residual
-        ctx.save_for_backward(x, spatial, weight, channel, v, mx)
+        ctx.save_for_backward(x, spatial, weight, channel, v, mx, bmax)
         return _tail_forward(x, channel, spatial, residual)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        x, spatial, weight, channel, v, mx = ctx.saved_tensors
+        x, spatial, weight, channel, v, mx, bmax = ctx.saved_tensors
         n, c, h, w = x.shape
         dx, dz = _tail_backward(g, x, channel, spatial, ctx.residual)
         ds = dz.sum(1, keepdim=True, dtype=spatial.dtype)
@@ -148,11 +191,10 @@ class _LBAMGate(torch.autograd.Function):
         d_avg, d_max = dv[:, 0], dv[:, -1]  # the same row when the conv has one input channel
         if ctx.pool != "max":
             dx.add_((d_avg / (h * w)).view(n, c, 1, 1))
-        if ctx.pool != "avg":
-            # dz is free now: reuse it for the mask of the maxima.
-            hit = torch.eq(x, mx.view(n, c, 1, 1), out=dz)
-            ties = hit.sum((2, 3), keepdim=True)
-            dx.addcmul_(hit, d_max.view(n, c, 1, 1) / ties)
+        if ctx.pool != "avg" and bmax is None:
+            _add_max_grad_dense(dx, x, mx, d_max, buf=dz)  # dz is free now
+        elif ctx.pool != "avg":
+            _add_max_grad_sparse(dx, x, mx, bmax, d_max)
         return dx.to(x.dtype), ds, dw, None, None
 
 
