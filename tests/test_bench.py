@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import lbam.bench.reference as reference
 from lbam.attention import LBAM, _fused
 from lbam.bench import main
-from lbam.bench.common import interleaved_times, paired_ratio, saved_tensor_bytes
+from lbam.bench.common import interleaved_times, paired_ratio, paired_ratio_ci, saved_tensor_bytes
 from lbam.bench.pipeline import loop_throughput
 
 
@@ -86,6 +86,16 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert paired_ratio([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
 
 
+def test_paired_ratio_ci_brackets_the_median_with_order_statistics():
+    b = [1.0] * 41
+    a = [1.0 + i / 100 for i in range(41)]  # ratios 1.00 … 1.40, median 1.20
+    lo, hi = paired_ratio_ci(a, b)
+    assert (lo, hi) == (1.13, 1.27)  # the 14th and 28th of 41 sorted ratios
+    assert lo <= paired_ratio(a, b) <= hi
+    # Three rounds cannot bound anything tighter than their extremes.
+    assert paired_ratio_ci([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == (1.0, 3.0)
+
+
 def test_loop_throughput_counts_in_epoch_gaps_and_reports_epoch_boundaries_apart():
     # (epoch, end time, batch size): warm-up batch, then 1 s per batch, and a 3 s epoch boundary.
     ends = [(0, 0.0, 10), (0, 1.0, 10), (0, 2.0, 10), (1, 5.0, 10), (1, 6.0, 10)]
@@ -118,6 +128,10 @@ def test_quick_module_and_backbone_bench_write_csvs_with_positive_numbers(tmp_pa
         assert col in rows[0]
     for col in ("fwdbwd_over_bam", "fwdbwd_over_se", "mem_over_bam", "fwdbwd_over_lbam_reference"):
         assert col in rows[0]
+    for r in rows:
+        if r["attention"] != "none":
+            lo, hi = float(r["fwdbwd_over_bam_ci_lo"]), float(r["fwdbwd_over_bam_ci_hi"])
+            assert 0 < lo <= float(r["fwdbwd_over_bam"]) <= hi
     by = {r["attention"]: r for r in rows}
     for name in ("se", "bam", "lbam", "lbam_reference"):
         r = by[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import math
 import os
 import random
 import statistics
@@ -71,6 +72,19 @@ def interleaved_times(
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of a[i] / b[i]: a ratio estimate that cancels drifts shared by one round."""
     return statistics.median(x / y for x, y in zip(a, b))
+
+
+def paired_ratio_ci(a: list[float], b: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free ~95 % confidence interval of that median: order statistics of the per-round ratios.
+
+    Ranks (n ∓ z√n)/2 of the sorted ratios (normal approximation of the binomial; no assumption on the shape
+    of the timing noise). With 41 rounds these are the 14th and 28th ratios.
+    """
+    r = sorted(x / y for x, y in zip(a, b))
+    n = len(r)
+    lo = max(1, math.floor((n - z * math.sqrt(n)) / 2))
+    hi = min(n, math.ceil(1 + (n + z * math.sqrt(n)) / 2))
+    return r[lo - 1], r[hi - 1]
 
 
 def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:

@@ -9,7 +9,8 @@ LBAM instance's parameters (checked equal in float64 first). Columns:
 - ``act_bytes``: activation memory, i.e. bytes of the unique storages autograd saves for backward (via
   ``torch.autograd.graph.saved_tensors_hooks``), not counting the input and the parameters.
 - ``*_over_{se,bam,lbam_reference}``: ratios to those rows; latency ratios are medians of per-round ratios
-  (the two times of a round share the machine's state, which cancels most of the drift).
+  (the two times of a round share the machine's state, which cancels most of the drift);
+  ``fwdbwd_over_*_ci_lo/hi`` bound a ~95 % distribution-free interval of that median.
 - ``lbam_gap_only`` is LBAM with ``pool="avg"`` (no global max pooling), measured to show where LBAM's time
   goes relative to BAM: the two differ only in the channel branch (1-D conv on GAP+GMP vs BAM's MLP on GAP). ``none`` (identity) has no cost to divide by,
   so against it the CSV gives differences (``*_added_ms``); its latency is the harness's own overhead.
@@ -25,7 +26,14 @@ import torch
 from torch import nn
 
 from lbam.attention import ATTENTIONS, build_attention
-from lbam.bench.common import interleaved_times, machine_info, paired_ratio, saved_tensor_bytes, zero_grads
+from lbam.bench.common import (
+    interleaved_times,
+    machine_info,
+    paired_ratio,
+    paired_ratio_ci,
+    saved_tensor_bytes,
+    zero_grads,
+)
 from lbam.bench.reference import ReferenceLBAM, check_reference
 from lbam.complexity import profile_model
 
@@ -125,6 +133,9 @@ def bench_modules(cfg: ModuleConfig, device: torch.device) -> list[dict[str, obj
                 row[f"params_over_{base}"] = r["params"] / b["params"]
                 for col in ("fwd", "fwdbwd"):
                     row[f"{col}_over_{base}"] = paired_ratio(times[f"{name}/{col}"], times[f"{base}/{col}"])
+                # How far the run's noise leaves the targeted ratio: its ~95 % interval.
+                lo, hi = paired_ratio_ci(times[f"{name}/fwdbwd"], times[f"{base}/fwdbwd"])
+                row[f"fwdbwd_over_{base}_ci_lo"], row[f"fwdbwd_over_{base}_ci_hi"] = lo, hi
                 row[f"mem_over_{base}"] = r["act_bytes"] / b["act_bytes"]
             rows.append(row)
         print(
