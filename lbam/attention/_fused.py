@@ -11,8 +11,8 @@ logits, recompute M in backward, and reuse buffers in place:
   bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
   ``amax``'s backward). The dense GMP gradient costs three full-size passes (find the maxima, count ties, add);
-  on CPU, for maps of at least 8 blocks of ≥128 values (56×56, 32×32, not 28×28), the forward keeps the block
-  maxima (1/B of F) and the backward searches only the blocks that hold a maximum.
+  on CPU, for maps of enough blocks of ≥96 values (see ``_max_block``), the forward keeps the block maxima
+  (1/B of F) and the backward searches only the blocks that hold a maximum.
 - ``global_avg_pool(x)``: GAP for every module that pools (SE, ECA, CBAM, BAM). Autograd's ``mean`` backward
   writes a full-size ``expand(g) / (H·W)`` and then adds it to x's other gradients; this one returns the
   broadcast view ``(g / (H·W)).expand(...)``, which autograd adds in place: one full-size pass, the same cost
@@ -120,9 +120,10 @@ def _conv1d_backward(dc, v, weight) -> tuple[torch.Tensor, torch.Tensor]:
     return dv, dw.to(weight.dtype)
 
 
-# Blocks of the sparse GMP gradient (CPU): amax over rows shorter than ~100 is slow (per-row overhead), and
-# with fewer than 8 blocks per map the sparse bookkeeping costs more than the dense passes it saves.
-_MIN_BLOCK, _MIN_BLOCKS = 128, 8
+# Blocks of the sparse GMP gradient (CPU), measured on 2 cores: amax over rows shorter than ~100 is slow
+# (per-row overhead); with 16+ blocks per map the sparse search always beat the dense passes (56×56: B=98,
+# 32 blocks), with 8 blocks only when F is too large for the dense passes to stay in cache (28×28 at C=512).
+_MIN_BLOCK, _MIN_BLOCKS, _MIN_BLOCKS_LARGE, _LARGE = 96, 16, 8, 1 << 21  # _LARGE: elements (8 MB in fp32)
 
 
 def _max_block(x: torch.Tensor) -> int | None:
@@ -130,7 +131,8 @@ def _max_block(x: torch.Tensor) -> int | None:
     if x.device.type != "cpu" or not x.is_contiguous() or _get_current_dispatch_mode() is not None:
         return None
     hw = x.shape[2] * x.shape[3]
-    return next((b for b in range(_MIN_BLOCK, hw // _MIN_BLOCKS + 1) if hw % b == 0), None)
+    blocks = _MIN_BLOCKS_LARGE if x.numel() >= _LARGE else _MIN_BLOCKS
+    return next((b for b in range(_MIN_BLOCK, hw // blocks + 1) if hw % b == 0), None)
 
 
 def _pooled(x: torch.Tensor, pool: str, separate: bool):
