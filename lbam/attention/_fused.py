@@ -193,10 +193,11 @@ class _LBAMGate(torch.autograd.Function):
         d_avg, d_max = dv[:, 0], dv[:, -1]  # the same row when the conv has one input channel
         if ctx.pool != "max":
             dx.add_((d_avg / (h * w)).view(n, c, 1, 1))
-        if ctx.pool != "avg" and bmax is None:
-            _add_max_grad_dense(dx, x, mx, d_max, buf=dz)  # dz is free now
-        elif ctx.pool != "avg":
-            _add_max_grad_sparse(dx, x, mx, bmax, d_max)
+        if ctx.pool != "avg":
+            if bmax is None:
+                _add_max_grad_dense(dx, x, mx, d_max, buf=dz)  # dz is free now
+            else:
+                _add_max_grad_sparse(dx, x, mx, bmax, d_max)
         return dx.to(x.dtype), ds, dw, None, None
 
 

@@ -12,8 +12,9 @@ LBAM instance's parameters (checked equal in float64 first). Columns:
   (the two times of a round share the machine's state, which cancels most of the drift);
   ``fwdbwd_over_*_ci_lo/hi`` bound a ~95 % distribution-free interval of that median.
 - ``lbam_gap_only`` is LBAM with ``pool="avg"`` (no global max pooling), measured to show where LBAM's time
-  goes relative to BAM: the two differ only in the channel branch (1-D conv on GAP+GMP vs BAM's MLP on GAP). ``none`` (identity) has no cost to divide by,
-  so against it the CSV gives differences (``*_added_ms``); its latency is the harness's own overhead.
+  goes relative to BAM: the two differ only in the channel branch (1-D conv on GAP+GMP vs BAM's MLP on GAP).
+- ``none`` (identity) has no cost to divide by, so against it the CSV gives differences (``*_added_ms``); its
+  latency is the harness's own overhead.
 """
 
 from __future__ import annotations
