@@ -1,13 +1,14 @@
 """The benchmark harness: correct reference, correct measurements plumbing, CSVs with the stated columns."""
 
 import csv
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lbam.bench.reference as reference
-from lbam.attention import LBAM, _fused
+from lbam.attention import LBAM, _ext, _fused
 from lbam.bench import main
 from lbam.bench.common import interleaved_times, paired_ratio, paired_ratio_ci, saved_tensor_bytes
 from lbam.bench.pipeline import loop_throughput
@@ -22,7 +23,17 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-MACHINE_COLUMNS = ["machine", "threads", "gpu", "device", "torch_version", "date", "load_avg_1m", "commit"]
+MACHINE_COLUMNS = [
+    "machine",
+    "threads",
+    "gpu",
+    "device",
+    "torch_version",
+    "date",
+    "load_avg_1m",
+    "commit",
+    "cpp_kernel",
+]
 
 
 @pytest.mark.parametrize(
@@ -226,15 +237,63 @@ def test_conv1d_helper_equals_f_conv1d_and_is_counted(n_in, k):
     assert counter.get_total_flops() == 2 * 3 * 17 * n_in * k
 
 
-@pytest.mark.parametrize("hw", [(48, 48), (4, 4)])
-def test_fused_lbam_gate_max_gradient_sparse_and_dense_paths_equal_amax_with_ties(hw):
-    # Post-ReLU features have ties at the maximum; both paths must split its gradient as amax does.
-    x = torch.relu(torch.randn(2, 6, *hw, dtype=torch.float64))
+@pytest.fixture(scope="module")
+def ext_ops():
+    """torch.ops.lbam (the C++ pooling kernel); skips only where no compiler could build it."""
+    if _ext.disabled():
+        pytest.skip(f"{_ext.DISABLE_ENV} is set")
+    if shutil.which("c++") is None or shutil.which("ninja") is None:
+        pytest.skip("no C++ compiler or ninja: LBAM uses the PyTorch path")
+    ops = _ext.cpu_ops()
+    assert ops is not None, "a compiler is present but the C++ pooling kernel did not build (see the warning)"
+    return ops
+
+
+def _tied_maps(dtype, hw):
+    """Post-ReLU-like maps with ties at the maximum, a -inf map and a NaN map."""
+    x = torch.relu(torch.randn(2, 6, *hw, dtype=dtype))
     x[0, 1] = 0.0  # every value ties
-    x[1, 2, 0, :3] = x[1, 3, -1, -1] = x[1, 3, 0, 0] = 9.0  # ties within a block, and across blocks
+    x[1, 2].view(-1)[:3] = x[1, 3].view(-1)[-1] = x[1, 3].view(-1)[0] = 9.0  # ties near and far apart
     x[1, 3].clamp_(max=9.0)
     x[1, 2].clamp_(max=9.0)
-    assert (_fused._max_block(x) is not None) == (hw == (48, 48))
+    x[0, 4] = float("-inf")
+    x[0, 5].view(-1)[-1] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hw", [(56, 56), (7, 7), (5, 3), (1, 1), (4, 8)])  # with and without a scalar tail
+def test_cpp_pooling_kernel_equals_mean_amax_and_amax_gradient(ext_ops, dtype, hw):
+    x = _tied_maps(dtype, hw)
+    avg, mx, index, ties = ext_ops.pool_avgmax(x)
+    torch.testing.assert_close(avg, x.mean((2, 3)), equal_nan=True)
+    torch.testing.assert_close(mx, x.amax((2, 3)), rtol=0, atol=0, equal_nan=True)
+    flat, finite = x.flatten(2), ~mx.isnan()
+    hits = flat == mx[..., None]
+    assert torch.equal(ties, hits.sum(2))
+    first = torch.where(hits, torch.arange(flat.shape[2]), flat.shape[2]).amin(2)  # first position of the max
+    assert torch.equal(index[finite], first[finite]) and (index[~finite] == -1).all()
+    # The gradient: added to dx in place, split among ties, NaN over a NaN map (as amax's backward).
+    d_max = torch.randn(mx.shape, dtype=dtype)
+    base = torch.randn(x.shape, dtype=dtype)
+    dx = base.clone()
+    ext_ops.add_max_grad_(dx, x, mx, index, ties, d_max)
+    xr = x.clone().requires_grad_()
+    (theirs,) = torch.autograd.grad(xr.amax((2, 3)), xr, d_max)
+    torch.testing.assert_close(dx, base + theirs, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("hw", "path"), [((48, 48), "sparse"), ((4, 4), "dense"), ((48, 48), "ext"), ((5, 3), "ext")]
+)
+def test_fused_lbam_gate_max_gradient_paths_equal_amax_with_ties(hw, path, monkeypatch, request):
+    # Post-ReLU features have ties at the maximum; every path must split its gradient as amax does.
+    if path == "ext":
+        request.getfixturevalue("ext_ops")
+    else:
+        monkeypatch.setenv(_ext.DISABLE_ENV, "1")
+    x = _tied_maps(torch.float64, hw)[:, :4].contiguous()  # finite maps
+    assert _fused._pool(x, "avgmax")[2][0] == path
     s, w = torch.randn(2, 1, *hw, dtype=torch.float64), torch.randn(1, 1, 3, dtype=torch.float64)
     g = torch.randn(x.shape, dtype=torch.float64)
     grads = []
@@ -244,8 +303,48 @@ def test_fused_lbam_gate_max_gradient_sparse_and_dense_paths_equal_amax_with_tie
             out = _fused.lbam_gate(xi, si, wi)
         else:
             v = (xi.mean((2, 3)) + xi.amax((2, 3))).unsqueeze(1)
-            out = xi + xi * torch.sigmoid(F.conv1d(v, wi, padding=1).view(2, 6, 1, 1) + si)
+            out = xi + xi * torch.sigmoid(F.conv1d(v, wi, padding=1).view(2, 4, 1, 1) + si)
         out.backward(g)
         grads.append((out.detach(), xi.grad, si.grad, wi.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    ("hw", "path"), [((48, 48), "sparse"), ((4, 4), "dense"), ((48, 48), "ext"), ((5, 3), "ext")]
+)
+def test_global_avg_max_pool_equals_mean_and_amax_with_their_gradients(hw, path, monkeypatch, request):
+    # CBAM's channel pooling goes through the same paths as LBAM's.
+    if path == "ext":
+        request.getfixturevalue("ext_ops")
+    else:
+        monkeypatch.setenv(_ext.DISABLE_ENV, "1")
+    x = _tied_maps(torch.float64, hw)[:, :4].contiguous()
+    assert _fused._pool(x, "avgmax")[2][0] == path
+    d_avg, d_max = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    xi, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, theirs = _fused.global_avg_max_pool(xi), (xr.mean((2, 3)), xr.amax((2, 3)))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    torch.autograd.backward(ours, (d_avg, d_max))
+    torch.autograd.backward(theirs, (d_avg, d_max))
+    torch.testing.assert_close(xi.grad, xr.grad)
+    assert torch.autograd.gradcheck(_fused.global_avg_max_pool, (_f64(2, 3, *hw),))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"pool": "max"}, {"shared_conv": False}, {"residual": False}])
+def test_lbam_with_and_without_the_cpp_kernel_agree(ext_ops, kwargs, monkeypatch):
+    torch.manual_seed(0)
+    m = LBAM(16, **kwargs)
+    x, g = torch.randn(3, 16, 20, 20), torch.randn(3, 16, 20, 20)
+    results = []
+    for disable in ("0", "1"):
+        monkeypatch.setenv(_ext.DISABLE_ENV, disable)
+        assert (_fused._ext_ops(x) is None) == (disable == "1")
+        m.zero_grad()
+        xi = x.clone().requires_grad_()
+        out = m(xi)
+        out.backward(g)
+        results.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -10,13 +10,20 @@ logits, recompute M in backward, and reuse buffers in place:
 - ``lbam_gate(x, spatial, weight, pool, residual)``: LBAM's channel branch (GAP and/or GMP → 1-D conv, no
   bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
-  ``amax``'s backward). The dense GMP gradient costs three full-size passes (find the maxima, count ties, add);
-  on CPU, for maps of enough blocks of ≥96 values (see ``_max_block``), the forward keeps the block maxima
-  (1/B of F) and the backward searches only the blocks that hold a maximum.
+  ``amax``'s backward). Three ways to the GMP and its gradient, the same values:
+  - CPU, float32/64, contiguous, with the C++ kernel built (``_ext``, the default): GAP and GMP in one pass
+    over F that also records each maximum's first position and its number of ties; the backward adds one
+    value per map (or scans the maps with ties).
+  - otherwise, CPU maps of enough blocks of ≥96 values (see ``_max_block``): the forward keeps the block
+    maxima (1/B of F) and the backward searches only the blocks that hold a maximum;
+  - otherwise (GPU, small maps): ``amax``, and a dense backward of three full-size passes (find the maxima,
+    count ties, add).
 - ``global_avg_pool(x)``: GAP for every module that pools (SE, ECA, CBAM, BAM). Autograd's ``mean`` backward
   writes a full-size ``expand(g) / (H·W)`` and then adds it to x's other gradients; this one returns the
   broadcast view ``(g / (H·W)).expand(...)``, which autograd adds in place: one full-size pass, the same cost
   as the in-place GAP gradient of ``lbam_gate`` (same engineering for the part LBAM shares with the baselines).
+- ``global_avg_max_pool(x)``: GAP and GMP for CBAM's channel branch, by ``lbam_gate``'s pooling (one pass
+  with the C++ kernel) and GMP gradient: CBAM pools as LBAM does, so it gets the same engineering.
 ``gate`` and ``lbam_gate`` are once-differentiable (no double backward).
 """
 
@@ -26,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from . import _ext
 
 
 class _GlobalAvgPool(torch.autograd.Function):
@@ -135,25 +144,32 @@ def _max_block(x: torch.Tensor) -> int | None:
     return next((b for b in range(_MIN_BLOCK, hw // blocks + 1) if hw % b == 0), None)
 
 
-def _pooled(x: torch.Tensor, pool: str, separate: bool):
-    """(conv input N×1×C or N×2×C, GMP values N×C or None, GMP block maxima (N·C)×(H·W/B) or None)."""
+def _ext_ops(x: torch.Tensor):
+    """The C++ pooling kernel (see ``_ext``) when it applies to x, else None."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
+        return None
+    return _ext.cpu_ops() if _get_current_dispatch_mode() is None else None
+
+
+def _pool(x: torch.Tensor, pool: str):
+    """(GAP N×C or None, GMP N×C or None, what the GMP backward needs: see ``_add_max_grad``)."""
     n, c = x.shape[:2]
+    ops = _ext_ops(x) if pool != "avg" else None
+    if ops is not None:
+        avg, mx, index, ties = ops.pool_avgmax(x)  # one pass for both
+        return (avg if pool != "max" else None), mx, ("ext", index, ties)
     avg = x.mean((2, 3)) if pool != "max" else None
-    mx = bmax = None
-    if pool != "avg":
-        b = _max_block(x)
-        if b is None:
-            mx = x.amax((2, 3))
-        else:
-            # Maxima of blocks of B elements: the backward then looks for the maxima in the hit blocks only.
-            bmax = x.view(n * c, -1, b).amax(2)
-            mx = bmax.amax(1).view(n, c)
-    if separate:
-        return torch.stack((avg, mx), 1), mx, bmax
-    return (mx if avg is None else avg if mx is None else avg + mx).unsqueeze(1), mx, bmax
+    if pool == "avg":
+        return avg, None, ("dense",)
+    b = _max_block(x)
+    if b is None:
+        return avg, x.amax((2, 3)), ("dense",)
+    # Maxima of blocks of B elements: the backward then looks for the maxima in the hit blocks only.
+    bmax = x.view(n * c, -1, b).amax(2)
+    return avg, bmax.amax(1).view(n, c), ("sparse", bmax)
 
 
-def _add_max_grad_dense(dx, x, mx, d_max, buf) -> None:
+def _add_max_grad_dense(dx, x, mx, d_max, buf=None) -> None:
     """dx += d_max at the maxima of each map, split evenly among ties (as ``amax``'s backward)."""
     n, c = mx.shape
     hit = torch.eq(x, mx.view(n, c, 1, 1), out=buf)
@@ -172,20 +188,58 @@ def _add_max_grad_sparse(dx, x, mx, bmax, d_max) -> None:
     dx.view(-1, b).index_add_(0, sel, hit.mul_(coef.unsqueeze(1)))
 
 
+def _add_max_grad(dx, x, mx, kind: str, aux, d_max, buf=None) -> None:
+    """dx += GMP's gradient, by the path ``_pool`` chose (``kind``, with its saved tensors ``aux``)."""
+    if kind == "ext" and dx.dtype == x.dtype and dx.is_contiguous():
+        _ext.cpu_ops().add_max_grad_(dx, x, mx, *aux, d_max)
+    elif kind == "sparse":
+        _add_max_grad_sparse(dx, x, mx, aux[0], d_max)
+    else:
+        _add_max_grad_dense(dx, x, mx, d_max, buf)
+
+
+class _GlobalAvgMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        avg, mx, grad = _pool(x, "avgmax")
+        ctx.max_grad = grad[0]
+        ctx.save_for_backward(x, mx, *grad[1:])
+        return avg, mx
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_avg, d_max):
+        x, mx, *aux = ctx.saved_tensors
+        n, c, h, w = x.shape
+        dx = torch.empty_like(x, memory_format=torch.contiguous_format)
+        dx.copy_((d_avg / (h * w)).view(n, c, 1, 1).expand_as(x))
+        _add_max_grad(dx, x, mx, ctx.max_grad, aux, d_max)
+        return dx
+
+
+def global_avg_max_pool(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x.mean((2, 3)), x.amax((2, 3)))`` by ``lbam_gate``'s pooling (CBAM's channel branch, see module doc)."""
+    return _GlobalAvgMaxPool.apply(x)
+
+
 class _LBAMGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spatial, weight, pool, residual):
         n, c = x.shape[:2]
-        v, mx, bmax = _pooled(x, pool, separate=weight.shape[1] == 2)
+        avg, mx, grad = _pool(x, pool)
+        if weight.shape[1] == 2:  # separate convs: the two pooled vectors are the conv's two input channels
+            v = torch.stack((avg, mx), 1)
+        else:
+            v = (mx if avg is None else avg if mx is None else avg + mx).unsqueeze(1)
         channel = _conv1d(v, weight).view(n, c, 1, 1)
-        ctx.pool, ctx.residual = pool, residual
-        ctx.save_for_backward(x, spatial, weight, channel, v, mx, bmax)
+        ctx.pool, ctx.residual, ctx.max_grad = pool, residual, grad[0]
+        ctx.save_for_backward(x, spatial, weight, channel, v, mx, *grad[1:])
         return _tail_forward(x, channel, spatial, residual)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        x, spatial, weight, channel, v, mx, bmax = ctx.saved_tensors
+        x, spatial, weight, channel, v, mx, *aux = ctx.saved_tensors
         n, c, h, w = x.shape
         dx, dz = _tail_backward(g, x, channel, spatial, ctx.residual)
         ds = dz.sum(1, keepdim=True, dtype=spatial.dtype)
@@ -194,10 +248,7 @@ class _LBAMGate(torch.autograd.Function):
         if ctx.pool != "max":
             dx.add_((d_avg / (h * w)).view(n, c, 1, 1))
         if ctx.pool != "avg":
-            if bmax is None:
-                _add_max_grad_dense(dx, x, mx, d_max, buf=dz)  # dz is free now
-            else:
-                _add_max_grad_sparse(dx, x, mx, bmax, d_max)
+            _add_max_grad(dx, x, mx, ctx.max_grad, aux, d_max, buf=dz)  # dz is free now
         return dx.to(x.dtype), ds, dw, None, None
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._common import BatchNorm2d, check_input, check_odd_kernel, check_positive
-from ._fused import global_avg_pool
+from ._fused import global_avg_max_pool
 
 
 class CBAM(nn.Module):
@@ -32,7 +32,7 @@ class CBAM(nn.Module):
         check_input(x, self.channels)
         n = x.shape[0]
         # One MLP call over the stacked avg- and max-pooled vectors (2N×C).
-        pooled = self.mlp(torch.cat((global_avg_pool(x), x.amax((2, 3)))))
+        pooled = self.mlp(torch.cat(global_avg_max_pool(x)))
         x = x * torch.sigmoid(pooled[:n] + pooled[n:])[:, :, None, None]
         desc = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1)
         return x * torch.sigmoid(self.spatial(desc))

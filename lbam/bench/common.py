@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lbam.attention import _ext
 from lbam.results import cpu_model, git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,17 @@ def machine_info(device: torch.device) -> dict[str, object]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "commit": git_commit(REPO_ROOT),
+        "cpp_kernel": cpp_kernel_state(device),
     }
+
+
+def cpp_kernel_state(device: torch.device) -> str:
+    """Whether LBAM's (and CBAM's) CPU pooling runs the C++ kernel; builds it now, before anything is timed."""
+    if device.type != "cpu":
+        return "n/a"
+    if _ext.disabled():
+        return "off"
+    return "on" if _ext.cpu_ops() is not None else "unavailable"
 
 
 def synchronize(device: torch.device) -> None:
