@@ -265,19 +265,22 @@ def _tied_maps(dtype, hw):
 @pytest.mark.parametrize("hw", [(56, 56), (7, 7), (5, 3), (1, 1), (4, 8)])  # with and without a scalar tail
 def test_cpp_pooling_kernel_equals_mean_amax_and_amax_gradient(ext_ops, dtype, hw):
     x = _tied_maps(dtype, hw)
-    avg, mx, index, ties = ext_ops.pool_avgmax(x)
+    avg, mx, where = ext_ops.pool_avgmax(x)
     torch.testing.assert_close(avg, x.mean((2, 3)), equal_nan=True)
     torch.testing.assert_close(mx, x.amax((2, 3)), rtol=0, atol=0, equal_nan=True)
-    flat, finite = x.flatten(2), ~mx.isnan()
+    # where: the position of a unique maximum, -1 when it is tied, -2 for a NaN map (one int32 per map).
+    flat = x.flatten(2)
     hits = flat == mx[..., None]
-    assert torch.equal(ties, hits.sum(2))
-    first = torch.where(hits, torch.arange(flat.shape[2]), flat.shape[2]).amin(2)  # first position of the max
-    assert torch.equal(index[finite], first[finite]) and (index[~finite] == -1).all()
+    unique = hits.sum(2) == 1
+    position = torch.where(hits, torch.arange(flat.shape[2]), -1).amax(2)
+    expected = torch.where(unique, position, torch.where(mx.isnan(), -2, -1))
+    assert where.dtype == torch.int32 and torch.equal(where, expected.int())
+    assert (unique.any() and (~unique & ~mx.isnan()).any()) or hits.shape[2] == 1
     # The gradient: added to dx in place, split among ties, NaN over a NaN map (as amax's backward).
     d_max = torch.randn(mx.shape, dtype=dtype)
     base = torch.randn(x.shape, dtype=dtype)
     dx = base.clone()
-    ext_ops.add_max_grad_(dx, x, mx, index, ties, d_max)
+    ext_ops.add_max_grad_(dx, x, mx, where, d_max)
     xr = x.clone().requires_grad_()
     (theirs,) = torch.autograd.grad(xr.amax((2, 3)), xr, d_max)
     torch.testing.assert_close(dx, base + theirs, equal_nan=True)

@@ -1,7 +1,7 @@
 """Optional C++ kernel for LBAM's pooling on CPU (``csrc/gmp.cpp``), compiled on first use.
 
-``cpu_ops()`` returns ``torch.ops.lbam`` (``pool_avgmax``: GAP, GMP, the first position of each maximum and its
-number of ties in one pass over F; ``add_max_grad_``: GMP's gradient added at those positions), or None, and
+``cpu_ops()`` returns ``torch.ops.lbam`` (``pool_avgmax``: GAP, GMP and where each maximum is, in one pass over
+F; ``add_max_grad_``: GMP's gradient added there), or None, and
 then ``_fused`` uses the pure-PyTorch path, which gives the same values. None when ``LBAM_NO_EXT=1`` (for
 ablations and tests) or when the build fails (no C++ compiler or ninja): a warning says why, once.
 
@@ -56,10 +56,3 @@ def _load():
 def cpu_ops():
     """``torch.ops.lbam`` with the CPU kernels, or None (disabled, or the build failed)."""
     return None if disabled() else _load()
-
-
-if __name__ == "__main__":  # `python -m lbam.attention._ext`: build now (e.g. before timing anything)
-    print(
-        "C++ pooling kernel:",
-        "disabled" if disabled() else "ready" if cpu_ops() is not None else "unavailable",
-    )

@@ -12,8 +12,8 @@ logits, recompute M in backward, and reuse buffers in place:
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
   ``amax``'s backward). Three ways to the GMP and its gradient, the same values:
   - CPU, float32/64, contiguous, with the C++ kernel built (``_ext``, the default): GAP and GMP in one pass
-    over F that also records each maximum's first position and its number of ties; the backward adds one
-    value per map (or scans the maps with ties).
+    over F that also records where each map's maximum is (one int32 per map; or that it is tied); the
+    backward adds one value per map, and reads F again only for maps with ties.
   - otherwise, CPU maps of enough blocks of ≥96 values (see ``_max_block``): the forward keeps the block
     maxima (1/B of F) and the backward searches only the blocks that hold a maximum;
   - otherwise (GPU, small maps): ``amax``, and a dense backward of three full-size passes (find the maxima,
@@ -156,8 +156,8 @@ def _pool(x: torch.Tensor, pool: str):
     n, c = x.shape[:2]
     ops = _ext_ops(x) if pool != "avg" else None
     if ops is not None:
-        avg, mx, index, ties = ops.pool_avgmax(x)  # one pass for both
-        return (avg if pool != "max" else None), mx, ("ext", index, ties)
+        avg, mx, where = ops.pool_avgmax(x)  # one pass for both; where: see csrc/gmp.cpp
+        return (avg if pool != "max" else None), mx, ("ext", where)
     avg = x.mean((2, 3)) if pool != "max" else None
     if pool == "avg":
         return avg, None, ("dense",)
