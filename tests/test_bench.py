@@ -286,17 +286,25 @@ def test_cpp_pooling_kernel_equals_mean_amax_and_amax_gradient(ext_ops, dtype, h
     torch.testing.assert_close(dx, base + theirs, equal_nan=True)
 
 
-@pytest.mark.parametrize(
-    ("hw", "path"), [((48, 48), "sparse"), ((4, 4), "dense"), ((48, 48), "ext"), ((5, 3), "ext")]
+@pytest.fixture(
+    params=[((48, 48), "sparse"), ((4, 4), "dense"), ((48, 48), "ext"), ((5, 3), "ext")],
+    ids=lambda p: f"{p[1]}-{p[0][0]}x{p[0][1]}",
 )
-def test_fused_lbam_gate_max_gradient_paths_equal_amax_with_ties(hw, path, monkeypatch, request):
-    # Post-ReLU features have ties at the maximum; every path must split its gradient as amax does.
+def tied_on_path(request, monkeypatch):
+    """Finite float64 maps with tied maxima that ``_fused._pool`` sends down the given GMP path."""
+    hw, path = request.param
     if path == "ext":
         request.getfixturevalue("ext_ops")
     else:
         monkeypatch.setenv(_ext.DISABLE_ENV, "1")
-    x = _tied_maps(torch.float64, hw)[:, :4].contiguous()  # finite maps
+    x = _tied_maps(torch.float64, hw)[:, :4].contiguous()  # without the -inf and NaN maps
     assert _fused._pool(x, "avgmax")[2][0] == path
+    return x
+
+
+def test_fused_lbam_gate_max_gradient_paths_equal_amax_with_ties(tied_on_path):
+    # Post-ReLU features have ties at the maximum; every path must split its gradient as amax does.
+    x, hw = tied_on_path, tied_on_path.shape[2:]
     s, w = torch.randn(2, 1, *hw, dtype=torch.float64), torch.randn(1, 1, 3, dtype=torch.float64)
     g = torch.randn(x.shape, dtype=torch.float64)
     grads = []
@@ -313,17 +321,9 @@ def test_fused_lbam_gate_max_gradient_paths_equal_amax_with_ties(hw, path, monke
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize(
-    ("hw", "path"), [((48, 48), "sparse"), ((4, 4), "dense"), ((48, 48), "ext"), ((5, 3), "ext")]
-)
-def test_global_avg_max_pool_equals_mean_and_amax_with_their_gradients(hw, path, monkeypatch, request):
+def test_global_avg_max_pool_equals_mean_and_amax_with_their_gradients(tied_on_path):
     # CBAM's channel pooling goes through the same paths as LBAM's.
-    if path == "ext":
-        request.getfixturevalue("ext_ops")
-    else:
-        monkeypatch.setenv(_ext.DISABLE_ENV, "1")
-    x = _tied_maps(torch.float64, hw)[:, :4].contiguous()
-    assert _fused._pool(x, "avgmax")[2][0] == path
+    x = tied_on_path
     d_avg, d_max = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
     xi, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours, theirs = _fused.global_avg_max_pool(xi), (xr.mean((2, 3)), xr.amax((2, 3)))
@@ -332,7 +332,7 @@ def test_global_avg_max_pool_equals_mean_and_amax_with_their_gradients(hw, path,
     torch.autograd.backward(ours, (d_avg, d_max))
     torch.autograd.backward(theirs, (d_avg, d_max))
     torch.testing.assert_close(xi.grad, xr.grad)
-    assert torch.autograd.gradcheck(_fused.global_avg_max_pool, (_f64(2, 3, *hw),))
+    assert torch.autograd.gradcheck(_fused.global_avg_max_pool, (_f64(2, 3, *x.shape[2:]),))
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"pool": "max"}, {"shared_conv": False}, {"residual": False}])
