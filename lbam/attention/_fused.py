@@ -24,7 +24,7 @@ logits, recompute M in backward, and reuse buffers in place:
   as the in-place GAP gradient of ``lbam_gate`` (same engineering for the part LBAM shares with the baselines).
 - ``global_avg_max_pool(x)``: GAP and GMP for CBAM's channel branch, by ``lbam_gate``'s pooling (one pass
   with the C++ kernel) and GMP gradient: CBAM pools as LBAM does, so it gets the same engineering.
-``gate`` and ``lbam_gate`` are once-differentiable (no double backward).
+``gate``, ``lbam_gate`` and ``global_avg_max_pool`` are once-differentiable (no double backward).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     python -m lbam.bench [--quick] [--out results/bench] [--parts module,pipeline,backbone] [--device cpu]
 
 Writes ``modules.csv`` (+ ``modules.png``), ``pipeline.csv`` and ``backbones.csv``; every row states the
-machine, threads, GPU, torch version, date, 1-minute load average and git commit it was measured with.
+machine, threads, GPU, torch version, date, 1-minute load average and git commit it was measured with,
+and whether the C++ pooling kernel was on (``cpp_kernel``: on, off, unavailable, or n/a off the CPU).
 ``--quick`` runs a tiny configuration (seconds; for tests), never a substitute for the real numbers.
 """
 
