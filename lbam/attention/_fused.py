@@ -10,15 +10,13 @@ logits, recompute M in backward, and reuse buffers in place:
 - ``lbam_gate(x, spatial, weight, pool, residual)``: LBAM's channel branch (GAP and/or GMP → 1-D conv, no
   bias) and the gate in one Function, so the pooling gradients are added into dF in place instead of as
   extra full-size tensors: GAP's is a broadcast add, GMP's goes to the maxima (split evenly among ties, as
-  ``amax``'s backward). Three ways to the GMP and its gradient, the same values:
+  ``amax``'s backward). Two ways to the GMP and its gradient, the same values:
   - CPU, float32/64, contiguous, with the C++ kernel built (``_ext``, the default): GAP and GMP in one pass
     over F that also records where each map's maximum is (one int32 per map; or that it is tied); the
     backward adds one value per map, and reads F again only for maps with ties.
-  - otherwise, CPU maps of enough blocks of ≥96 values (see ``_max_block``): the forward keeps the block
-    maxima (1/B of F) and the backward searches only the blocks that hold a maximum;
-  - otherwise (GPU, small maps): ``amax``, and a dense backward of three full-size passes (find the maxima,
-    count ties, add).
-- ``global_avg_pool(x)``: GAP for every module that pools (SE, ECA, CBAM, BAM). Autograd's ``mean`` backward
+  - otherwise (GPU, channels_last, half precision, no compiler, ``LBAM_NO_EXT=1``): ``mean`` and ``amax``,
+    and a dense backward of three full-size passes (find the maxima, count ties, add).
+- ``global_avg_pool(x)``: GAP for the modules that pool by average only (SE, ECA, BAM). Autograd's ``mean`` backward
   writes a full-size ``expand(g) / (H·W)`` and then adds it to x's other gradients; this one returns the
   broadcast view ``(g / (H·W)).expand(...)``, which autograd adds in place: one full-size pass, the same cost
   as the in-place GAP gradient of ``lbam_gate`` (same engineering for the part LBAM shares with the baselines).
@@ -129,21 +127,6 @@ def _conv1d_backward(dc, v, weight) -> tuple[torch.Tensor, torch.Tensor]:
     return dv, dw.to(weight.dtype)
 
 
-# Blocks of the sparse GMP gradient (CPU), measured on 2 cores: amax over rows shorter than ~100 is slow
-# (per-row overhead); with 16+ blocks per map the sparse search always beat the dense passes (56×56: B=98,
-# 32 blocks), with 8 blocks only when F is too large for the dense passes to stay in cache (28×28 at C=512).
-_MIN_BLOCK, _MIN_BLOCKS, _MIN_BLOCKS_LARGE, _LARGE = 96, 16, 8, 1 << 21  # _LARGE: elements (8 MB in fp32)
-
-
-def _max_block(x: torch.Tensor) -> int | None:
-    """Block length B (a divisor of H·W) for the sparse GMP gradient, or None for the dense one."""
-    if x.device.type != "cpu" or not x.is_contiguous() or _get_current_dispatch_mode() is not None:
-        return None
-    hw = x.shape[2] * x.shape[3]
-    blocks = _MIN_BLOCKS_LARGE if x.numel() >= _LARGE else _MIN_BLOCKS
-    return next((b for b in range(_MIN_BLOCK, hw // blocks + 1) if hw % b == 0), None)
-
-
 def _ext_ops(x: torch.Tensor):
     """The C++ pooling kernel (see ``_ext``) when it applies to x, else None."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
@@ -153,20 +136,12 @@ def _ext_ops(x: torch.Tensor):
 
 def _pool(x: torch.Tensor, pool: str):
     """(GAP N×C or None, GMP N×C or None, what the GMP backward needs: see ``_add_max_grad``)."""
-    n, c = x.shape[:2]
     ops = _ext_ops(x) if pool != "avg" else None
     if ops is not None:
         avg, mx, where = ops.pool_avgmax(x)  # one pass for both; where: see csrc/gmp.cpp
         return (avg if pool != "max" else None), mx, ("ext", where)
     avg = x.mean((2, 3)) if pool != "max" else None
-    if pool == "avg":
-        return avg, None, ("dense",)
-    b = _max_block(x)
-    if b is None:
-        return avg, x.amax((2, 3)), ("dense",)
-    # Maxima of blocks of B elements: the backward then looks for the maxima in the hit blocks only.
-    bmax = x.view(n * c, -1, b).amax(2)
-    return avg, bmax.amax(1).view(n, c), ("sparse", bmax)
+    return avg, (x.amax((2, 3)) if pool != "avg" else None), ("dense",)
 
 
 def _add_max_grad_dense(dx, x, mx, d_max, buf=None) -> None:
@@ -176,24 +151,10 @@ def _add_max_grad_dense(dx, x, mx, d_max, buf=None) -> None:
     dx.addcmul_(hit, (d_max.view(n, c, 1, 1) / hit.sum((2, 3), keepdim=True)).to(dx.dtype))
 
 
-def _add_max_grad_sparse(dx, x, mx, bmax, d_max) -> None:
-    """Same as the dense version, touching only the blocks that hold a maximum (x, dx contiguous)."""
-    rows, nb = bmax.shape
-    b = x[0, 0].numel() // nb
-    row, blk = torch.nonzero(bmax == mx.view(-1, 1), as_tuple=True)
-    sel = row * nb + blk  # hit blocks, as rows of the (N·C·nb)×B view
-    hit = torch.eq(x.view(-1, b).index_select(0, sel), mx.view(-1)[row].unsqueeze(1)).to(dx.dtype)
-    ties = torch.zeros(rows, dtype=dx.dtype).index_add_(0, row, hit.sum(1))
-    coef = (d_max.reshape(-1).to(dx.dtype) / ties)[row]
-    dx.view(-1, b).index_add_(0, sel, hit.mul_(coef.unsqueeze(1)))
-
-
 def _add_max_grad(dx, x, mx, kind: str, aux, d_max, buf=None) -> None:
     """dx += GMP's gradient, by the path ``_pool`` chose (``kind``, with its saved tensors ``aux``)."""
     if kind == "ext" and dx.dtype == x.dtype and dx.is_contiguous():
         _ext.cpu_ops().add_max_grad_(dx, x, mx, *aux, d_max)
-    elif kind == "sparse":
-        _add_max_grad_sparse(dx, x, mx, aux[0], d_max)
     else:
         _add_max_grad_dense(dx, x, mx, d_max, buf)
 
