@@ -294,6 +294,12 @@ def train(
         # A copy: profiling runs a forward pass, which must not touch the weights or BN statistics we train.
         row.update(profile_model(copy.deepcopy(module.model).float(), input_size=(1, 3, size, size)))
 
+        if (
+            not gpu
+        ):  # build (first use, ~25 s) or load LBAM/CBAM's C++ pooling kernel outside the timed epochs
+            from lbam.attention import _ext
+
+            _ext.cpu_ops()
         trainer = _trainer(cfg, accelerator, precision, run_dir, gpu, callbacks, has_val=_n_val(dm) > 0)
         log.info("%s %s/%s in %s", "resuming" if resume else "training", cfg.experiment_name, name, run_dir)
         t0 = time.perf_counter()

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lbam.report import ReportWarning, main, mcnemar_exact, render_readme_block
+from lbam.report import ReportWarning, main, mcnemar_exact
 from lbam.report.rows import group_rows, load_rows, setting_label
+from lbam.report.tables import setting_record
 
 N_TEST = 40
 CLASSES = ["Platelets", "RBC", "WBC"]
@@ -141,6 +142,31 @@ def test_groups_never_mix_profiles_and_label_ablations(results):
     )
 
 
+def test_runs_differing_in_another_override_stay_apart_and_a_rerun_seed_keeps_the_newest(tmp_path):
+    runs = tmp_path / "runs"
+    write_row(runs, attention="lbam", seed=0, acc=0.8)
+    lr = ["experiment=exp", "attention=lbam", "seed=0", "optimizer.lr=0.1"]
+    write_row(runs, attention="lbam", seed=0, acc=0.6, suffix="_lr", overrides=lr)
+    write_row(runs, attention="lbam", seed=0, acc=0.9, suffix="_rerun", created_at="2025-02-01T00:00:00")
+    with pytest.warns(ReportWarning, match="keeping the newer row only"):
+        (group,) = group_rows(load_rows(tmp_path))
+    accs = {s.label: [r["test_acc"] for r in s.ok] for s in group.settings}
+    assert accs == {"lbam": [0.9], "lbam (optimizer.lr=0.1)": [0.6]}
+    assert group.setting("lbam").ok[0]["run_name"].endswith("_rerun")
+
+
+def test_delta_vs_none_is_paired_over_the_seeds_both_ran(tmp_path):
+    runs = tmp_path / "runs"
+    write_row(runs, attention="none", seed=0, acc=0.80)
+    write_row(runs, attention="none", seed=2, acc=0.60)
+    write_row(runs, attention="lbam", seed=0, acc=0.85)
+    write_row(runs, attention="lbam", seed=1, acc=0.95)
+    (group,) = group_rows(load_rows(tmp_path))
+    # seed 0 only: +0.05 (the unpaired difference of means would be 0.90 - 0.70 = +0.20)
+    assert setting_record(group, group.setting("lbam"))["delta_acc_vs_none"] == pytest.approx(0.05)
+    assert setting_record(group, group.setting("none"))["delta_acc_vs_none"] == pytest.approx(0.0)
+
+
 def test_tables_have_means_sample_stds_counts_and_failed_runs(results, capsys):
     with pytest.warns(ReportWarning):
         assert main(["tables", "--results-dir", str(results)]) == 0
@@ -218,7 +244,14 @@ def test_readme_check_passes_after_update_and_fails_after_hand_edit(results, cap
     assert text.startswith("# lbam\n\nintro\n\n<!-- results:start -->\n") and text.endswith(
         "<!-- results:end -->\n\n## Layout\n"
     )
-    assert "88.00 ± 3.00" in text and "(results/figures/exp_quick_acc_bar.png)" in text
+    assert "88.00 ± 3.00" in text
+    # Figures are linked only once drawn.
+    assert "figures/" not in text
+    with pytest.warns(ReportWarning):
+        assert main(["figures", "--results-dir", str(results)]) == 0
+        assert main(args) == 0
+    text = readme.read_text()
+    assert "(results/figures/exp_quick_acc_bar.png)" in text
     assert (
         "wall time (sum of training time over runs): 4 min 00 s" in text
     )  # 8 quick rows (one failed) × 30 s
@@ -229,5 +262,3 @@ def test_readme_check_passes_after_update_and_fails_after_hand_edit(results, cap
         assert main([*args, "--check"]) == 1
     out = capsys.readouterr().out
     assert "stale" in out and "89.00 ± 3.00" in out and "88.00 ± 3.00" in out
-    with pytest.warns(ReportWarning):
-        assert render_readme_block(results) == render_readme_block(results)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from lbam.models import build_backbone
 from lbam.report import maps
 
 
@@ -135,9 +136,8 @@ def test_attention_maps_need_both_lbam_and_bam(tmp_path, stub_models):
 
 @pytest.mark.parametrize("attention", ["lbam", "bam"])
 def test_real_backbone_checkpoint_round_trip_and_maps(tmp_path, attention):
-    models = pytest.importorskip("lbam.models", reason="lbam.models is merged from the models worker")
     torch.manual_seed(0)
-    model = models.build_backbone("cnn4", num_classes=3, attention=attention)
+    model = build_backbone("cnn4", num_classes=3, attention=attention)
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "m.ckpt")
     row = {
         "backbone": "cnn4",
@@ -153,3 +153,21 @@ def test_real_backbone_checkpoint_round_trip_and_maps(tmp_path, attention):
     assert out["spatial"].shape == (2, 64, 64) and out["full"].shape == (2, 64, 64)
     assert 0 <= out["full"].min() and out["full"].max() <= 1
     assert loaded.attention_modules[-1].last_maps is not None and not loaded.attention_modules[-1].keep_maps
+
+
+def test_datamodule_for_row_rebuilds_the_runs_own_test_split(data_cache):
+    # The run's overrides on top of its experiment: embodiment1_quick's 48 px, the run's test_size.
+    row = {
+        "overrides": [
+            "experiment=embodiment1_quick",
+            "attention=lbam",
+            "seed=0",
+            "dataset=synthetic_bccd",
+            f"paths.cache_dir={data_cache}",
+            "dataset.test_size=10",
+        ]
+    }
+    dm = maps.datamodule_for_row(row)
+    batches = list(dm.test_dataloader())
+    assert sum(len(y) for _, y in batches) == 10 and batches[0][0].shape[-2:] == (48, 48)
+    assert sorted(dm.class_names) == ["Platelets", "RBC", "WBC"]

@@ -84,7 +84,9 @@ class LoopAndBound(pl.Callback):
             x, y = self.batches[i % len(self.batches)]
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(pl_module(x).float(), y).backward()
+            with trainer.precision_plugin.train_step_context():  # the loop's autocast (bf16-mixed on GPU)
+                loss = F.cross_entropy(pl_module(x).float(), y)
+            loss.backward()
             optimizer.step()
             synchronize(self.device)
             if i >= warm:

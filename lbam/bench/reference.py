@@ -69,8 +69,7 @@ class ReferenceLBAM(nn.Module):
         self.lbam = lbam
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.lbam.train(self.training)
-        return reference_lbam(self.lbam, x)
+        return reference_lbam(self.lbam, x)  # train()/eval() reach self.lbam as a submodule
 
 
 def check_reference(module: LBAM, x: torch.Tensor, rtol: float = 1e-7, atol: float = 1e-9) -> float:

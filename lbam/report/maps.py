@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -11,18 +12,13 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-DATAMODULES = {
-    "bccd": "BCCDDataModule",
-    "oxford_pets": "OxfordPetsDataModule",
-    "synthetic_bccd": "SyntheticBCCDDataModule",
-    "synthetic_pets": "SyntheticPetsDataModule",
-}
 
-
-def load_model_from_row(row: dict, repo_root: str | Path = ".") -> torch.nn.Module:
+def load_model_from_row(row: dict, repo_root: str | Path | None = None) -> torch.nn.Module:
     """Rebuild the row's model with lbam.models.build_backbone and load its Lightning checkpoint (eval mode).
 
-    The checkpoint's state_dict keys are those of the LightningModule, i.e. the model's prefixed `model.`.
+    The checkpoint path in the row is relative to the runs' root (``paths.root_dir``: ``LBAM_ROOT``, else the
+    working directory), which ``repo_root`` overrides. Its state_dict keys are the LightningModule's, i.e. the
+    model's prefixed `model.`.
     """
     from lbam.models import build_backbone
 
@@ -37,7 +33,8 @@ def load_model_from_row(row: dict, repo_root: str | Path = ".") -> torch.nn.Modu
         width_mult=float(row["width_mult"]),
     )
     # Our own checkpoints; Lightning stores non-tensor hyperparameters, which weights_only=True rejects.
-    ckpt = torch.load(Path(repo_root) / row["checkpoint"], map_location="cpu", weights_only=False)
+    root = Path(repo_root if repo_root is not None else os.environ.get("LBAM_ROOT", "."))
+    ckpt = torch.load(root / row["checkpoint"], map_location="cpu", weights_only=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval()
@@ -134,18 +131,14 @@ def attention_map_figure(
     return out_path
 
 
-def datamodule_for_row(row: dict, repo_root: str | Path = "."):
-    """The row's datamodule, set up for testing, from configs/data.yaml with the row's dataset and size."""
-    from hydra import compose, initialize_config_dir
+def datamodule_for_row(row: dict):
+    """The row's datamodule, set up for testing: the run's own config (its overrides on top of its experiment,
+    so experiment-level sizes and splits apply), hence the run's test split."""
     from hydra.utils import instantiate
 
-    if row["dataset"] not in DATAMODULES:
-        raise ValueError(f"unknown dataset {row['dataset']!r}; known: {sorted(DATAMODULES)}")
-    overrides = [f"dataset={row['dataset']}", f"dataset.image_size={int(row['image_size'])}"]
-    overrides += [o for o in row.get("overrides") or [] if o.startswith("dataset.") and "image_size" not in o]
-    with initialize_config_dir(str((Path(repo_root) / "configs").resolve()), version_base=None):
-        cfg = compose("data", overrides=overrides)
-    dm = instantiate(cfg.dataset)
+    from lbam.train import compose_config
+
+    dm = instantiate(compose_config(row.get("overrides") or []).dataset)
     dm.prepare_data()
     dm.setup("test")
     return dm

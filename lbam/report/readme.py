@@ -69,7 +69,12 @@ def render_readme_block(results_dir: str | Path, link_prefix: str | None = None)
         for g in exp_groups:
             parts.append(group_markdown(g, level=4))
             parts.append("Provenance:\n\n" + provenance(g))
-            links = [f"![{kind}]({prefix}/figures/{p.name})" for grp, kind, p in figures if grp is g]
+            # Only figures that exist (`python -m lbam.report readme` alone draws none).
+            links = [
+                f"![{kind}]({prefix}/figures/{p.name})"
+                for grp, kind, p in figures
+                if grp is g and p.is_file()
+            ]
             if links:
                 parts.append("\n".join(links))
         maps = results_dir / "figures" / f"{experiment}_attention_maps.png"

@@ -10,6 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lbam.attention import ATTENTIONS
+from lbam.train import relevant_overrides
+
 # Keys every row must have, and the extra ones an "ok" row needs to be reported.
 REQUIRED = (
     "experiment",
@@ -38,20 +41,8 @@ REQUIRED_OK = (
     "images_per_second",
     "train_seconds",
 )
-ATTENTION_ORDER = ("none", "se", "cbam", "bam", "eca", "lbam")
+ATTENTION_ORDER = tuple(ATTENTIONS)  # none se cbam bam eca lbam
 DEFAULT_PLACEMENT = "stage"
-# LBAM defaults from the contract, used when lbam.attention cannot be imported.
-FALLBACK_DEFAULTS = {
-    "lbam": {
-        "kernel_size": None,
-        "reduction": 16,
-        "dilation": 4,
-        "shared_conv": True,
-        "residual": True,
-        "branches": "both",
-        "pool": "avgmax",
-    }
-}
 
 
 class ReportWarning(UserWarning):
@@ -120,11 +111,7 @@ def load_rows(results_dir: str | Path) -> list[dict]:
 
 
 def attention_defaults(attention: str) -> dict:
-    """Constructor defaults of an attention module (from lbam.attention when available)."""
-    try:
-        from lbam.attention import ATTENTIONS
-    except ImportError:
-        return FALLBACK_DEFAULTS.get(attention, {})
+    """Constructor defaults of an attention module."""
     cls = ATTENTIONS.get(attention)
     if cls is None:
         return {}
@@ -132,36 +119,48 @@ def attention_defaults(attention: str) -> dict:
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
-def setting_of(row: dict) -> tuple[str, str, str]:
-    """(attention, non-default kwargs as sorted JSON, placement): the identity of a table row."""
+def _other_overrides(row: dict) -> tuple[str, ...]:
+    """The run's overrides beyond its attention options and placement (e.g. ``optimizer.lr=0.1``), sorted:
+    the same rule that names runs (``lbam.train.relevant_overrides``), so two runs that differ in anything but
+    the seed are never merged into one table row."""
+    kept = relevant_overrides(row.get("overrides") or [])
+    return tuple(o for o in kept if not o.startswith(("attention.", "backbone.placement=")))
+
+
+def setting_of(row: dict) -> tuple[str, str, str, tuple[str, ...]]:
+    """(attention, non-default kwargs as sorted JSON, placement, other overrides): a table row's identity."""
     defaults = attention_defaults(row["attention"])
     diff = {k: v for k, v in row["attention_kwargs"].items() if k not in defaults or defaults[k] != v}
-    return row["attention"], json.dumps(diff, sort_keys=True), str(row["placement"])
+    return row["attention"], json.dumps(diff, sort_keys=True), str(row["placement"]), _other_overrides(row)
 
 
-def setting_label(setting: tuple[str, str, str]) -> str:
-    """Readable label, e.g. 'lbam' or 'lbam (kernel_size=3, placement=block)'."""
-    attention, diff_json, placement = setting
+def setting_label(setting: tuple) -> str:
+    """Readable label, e.g. 'lbam' or 'lbam (kernel_size=3, placement=block, optimizer.lr=0.1)'."""
+    attention, diff_json, placement, *other = setting
     parts = [
         f"{k}={json.dumps(v)}" if isinstance(v, str) else f"{k}={v}" for k, v in json.loads(diff_json).items()
     ]
     if placement != DEFAULT_PLACEMENT:
         parts.append(f"placement={placement}")
+    parts += [o for group in other for o in group]
     return f"{attention} ({', '.join(parts)})" if parts else attention
 
 
-def setting_sort_key(setting: tuple[str, str, str]):
+def _is_default(setting: tuple) -> bool:
+    return setting[1] == "{}" and setting[2] == DEFAULT_PLACEMENT and not any(setting[3:])
+
+
+def setting_sort_key(setting: tuple):
     attention = setting[0]
     rank = ATTENTION_ORDER.index(attention) if attention in ATTENTION_ORDER else len(ATTENTION_ORDER)
-    is_ablation = setting[1] != "{}" or setting[2] != DEFAULT_PLACEMENT
-    return rank, attention, is_ablation, setting_label(setting)
+    return rank, attention, not _is_default(setting), setting_label(setting)
 
 
 @dataclass
 class Setting:
     """One table row: the ok rows (one per seed) and the failed rows of one attention setting."""
 
-    key: tuple[str, str, str]
+    key: tuple
     ok: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
 
@@ -175,7 +174,7 @@ class Setting:
 
     @property
     def is_default(self) -> bool:
-        return self.key[1] == "{}" and self.key[2] == DEFAULT_PLACEMENT
+        return _is_default(self.key)
 
 
 @dataclass

@@ -26,6 +26,7 @@ def setting_record(group: Group, setting: Setting) -> dict:
         "attention": setting.attention,
         "attention_kwargs": setting.key[1],
         "placement": setting.key[2],
+        "other_overrides": " ".join(setting.key[3]),
         "n": len(setting.ok),
         "seeds": " ".join(str(int(r["seed"])) for r in setting.ok),
         "failed": len(setting.failed),
@@ -36,9 +37,13 @@ def setting_record(group: Group, setting: Setting) -> dict:
         mean, std, _ = mean_std([float(r[key]) for r in setting.ok])
         rec[f"{key}_mean"], rec[f"{key}_std"] = mean, std
     rec["images_per_second"] = mean_std([float(r["images_per_second"]) for r in setting.ok])[0]
+    # Paired by seed: the mean over the seeds that both this setting and `none` ran of the accuracy difference.
     none = group.setting("none")
-    none_acc = mean_std([float(r["test_acc"]) for r in none.ok])[0] if none else math.nan
-    rec["delta_acc_vs_none"] = rec["test_acc_mean"] - none_acc
+    none_acc = {int(r["seed"]): float(r["test_acc"]) for r in none.ok} if none else {}
+    diffs = [
+        float(r["test_acc"]) - none_acc[int(r["seed"])] for r in setting.ok if int(r["seed"]) in none_acc
+    ]
+    rec["delta_acc_vs_none"] = sum(diffs) / len(diffs) if diffs else math.nan
     return rec
 
 
@@ -75,7 +80,8 @@ def caption(group: Group) -> str:
         f"Experiment **{group.experiment}** · dataset **{group.dataset_label}** · profile **{group.profile}** · "
         f"device {'; '.join(group.devices)} · backbone {group.backbone} · image {group.image_size} px · "
         f"width ×{group.width_mult:g} · seeds {', '.join(map(str, group.seeds)) or 'none'}. "
-        "Accuracies in %, mean ± sample std (ddof=1) over the n seeds; Δ acc vs `none` in percentage points; "
+        "Accuracies in %, mean ± sample std (ddof=1) over the n seeds; Δ acc vs `none` in percentage points, "
+        "paired over the seeds both ran; "
         "images/s = training throughput."
     )
 
