@@ -1,25 +1,149 @@
-"""Result rows: one JSON object per run plus its test predictions, written atomically."""
+"""The result row: one JSON object per run (the schema shared by the runner and the report), its test predictions
+beside it, and provenance helpers.
+
+A row is written by the runner (`lbam.train`) and read by the report (`lbam.report`) and by nothing else; both
+go through `Row` and `load_row`, so a key or a range is declared once, here.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-import os
+import math
 import platform
 import subprocess
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-ROW_KEYS = (
-    "experiment run_name dataset synthetic backbone attention attention_kwargs placement width_mult image_size "
-    "seed profile device precision status error test_acc test_balanced_acc test_macro_f1 per_class_acc "
-    "confusion_matrix class_names num_classes params attention_params macs flops epochs train_seconds "
-    "images_per_second n_train n_test data history checkpoint predictions_file commit torch_version created_at "
-    "overrides"
-).split()
+from lbam.io import atomic_write
+
+STATUSES = ("ok", "failed")
+PROFILES = ("quick", "full", "test", "curve")
+
+
+class RowError(ValueError):
+    """A row or predictions file that breaks the schema; the message names the file and the key."""
+
+
+@dataclass
+class Row:
+    """One training run. Identity first, then outcome, metrics (test split), cost, training, provenance."""
+
+    experiment: str
+    run_name: str
+    profile: str
+    seed: int
+    overrides: list[str]  # the run's Hydra overrides, as typed (they name the run)
+    dataset: str
+    synthetic: bool
+    backbone: str
+    attention: str
+    attention_kwargs: dict[str, Any]
+    placement: str
+    width_mult: float
+    image_size: int
+    status: str = "failed"
+    error: str | None = None  # one line, for a failed run
+    # Test metrics in [0, 1]; balanced accuracy and macro-F1 average over the classes present in the test split.
+    test_acc: float | None = None
+    test_balanced_acc: float | None = None
+    test_macro_f1: float | None = None
+    per_class_acc: dict[str, float | None] | None = None
+    confusion_matrix: list[list[int]] | None = None  # [true][pred]
+    val_acc: float | None = None  # last epoch's validation accuracy; None without a validation split
+    class_names: list[str] = field(default_factory=list)
+    # Cost of the network that trains (lbam.complexity.profile_model, one image).
+    params: int | None = None
+    attention_params: int | None = None
+    macs: int | None = None
+    flops: int | None = None
+    # Training.
+    epochs: int = 0
+    steps: int = 0
+    train_seconds: float | None = None  # the timed epochs, compilation excluded
+    compile_seconds: float | None = None  # torch.compile's first-step overhead; None when not compiled
+    images_per_second: float | None = None
+    compiled: bool = False
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    data: dict[str, Any] | None = (
+        None  # the datamodule's metadata: split sizes per class, images, skipped items
+    )
+    datamodule: dict[str, Any] | None = None  # its config without machine paths: rebuilds the same test split
+    analysis: dict[str, Any] = field(default_factory=dict)  # the experiment's pre-stated analysis settings
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
+    checkpoint: str | None = None  # relative to the experiments folder
+    predictions_file: str | None = None  # beside the row: id,target,pred per test sample
+    # Provenance.
+    device: str | None = None
+    precision: str | None = None
+    commit: str | None = None
+    torch_version: str | None = None
+    created_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Row)}
+REQUIRED = tuple(name for name, f in FIELDS.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)  # fmt: skip
+METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
+REQUIRED_OK = (*METRICS, "params", "attention_params", "macs", "flops", "n_train", "n_test", "train_seconds")
+_TYPES = {
+    "experiment": str, "run_name": str, "profile": str, "seed": int, "overrides": list, "dataset": str,
+    "synthetic": bool, "backbone": str, "attention": str, "attention_kwargs": dict, "placement": str,
+    "width_mult": (int, float), "image_size": int, "status": str, "epochs": int, "steps": int,
+    "params": int, "attention_params": int, "macs": int, "flops": int, "n_train": int, "n_val": int,
+    "n_test": int, "train_seconds": (int, float), "images_per_second": (int, float), "compiled": bool,
+    "class_names": list, "history": list, "analysis": dict,
+}  # fmt: skip
+
+
+def row_problem(d: Any) -> str | None:
+    """Why the parsed JSON ``d`` is not a valid row (one phrase), or None when it is."""
+    if not isinstance(d, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        return f"missing keys {missing}"
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+        return f"unknown keys {unknown}"
+    if d["status"] not in STATUSES:
+        return f"status {d['status']!r} is not one of {STATUSES}"
+    if d["profile"] not in PROFILES:
+        return f"profile {d['profile']!r} is not one of {PROFILES}"
+    if d["status"] == "ok":
+        missing = [k for k in REQUIRED_OK if d.get(k) is None]
+        if missing:
+            return f"an ok row needs {missing}"
+    for key, types in _TYPES.items():
+        value = d.get(key)
+        if value is None:
+            continue
+        # bool is an int in Python: accept it only where a bool is meant.
+        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
+            return f"{key}={value!r} is not {getattr(types, '__name__', 'a number')}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key}={value!r} is not finite"
+    for key in (*METRICS, "val_acc"):
+        value = d.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
+        ):
+            return f"{key}={value!r} is not a fraction in [0, 1]"
+    for key in ("params", "attention_params", "macs", "flops", "n_train", "n_test", "seed", "epochs"):
+        if isinstance(d.get(key), int) and d[key] < 0:
+            return f"{key}={d[key]} is negative"
+    if d["status"] == "ok" and d["n_test"] < 1:
+        return f"n_test={d['n_test']}: an ok row has test samples"
+    return None
 
 
 def row_path(results_dir: str | Path, experiment: str, run_name: str) -> Path:
@@ -27,47 +151,64 @@ def row_path(results_dir: str | Path, experiment: str, run_name: str) -> Path:
     return Path(results_dir) / "runs" / experiment / f"{run_name}.json"
 
 
-def read_row(path: str | Path) -> dict | None:
-    """The row at `path`, or None if there is none (or it is unreadable)."""
+def load_row(path: str | Path) -> Row:
+    """The row at ``path``; RowError (naming the file and the problem) when it is unreadable or invalid."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RowError(f"{path}: unreadable row ({e})") from None
+    problem = row_problem(d)
+    if problem:
+        raise RowError(f"{path}: invalid row: {problem}")
+    return Row(**d)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # A unique temp file in the same directory, then os.replace: readers see the old or the new file, never a
-    # partial one, and concurrent writers of different rows never touch each other's temp files.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def predictions_path(row: Row, row_file: str | Path) -> Path:
+    """The predictions file of ``row``, which lies beside its row file."""
+    return Path(row_file).with_name(Path(row.predictions_file or f"{row.run_name}.preds.csv").name)
+
+
+def read_predictions(row: Row, row_file: str | Path) -> list[tuple[str, int, int]]:
+    """(id, target, pred) per test sample; RowError unless there are exactly ``n_test`` well-formed, unique
+    lines whose labels are valid class indices."""
+    path = predictions_path(row, row_file)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read and shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != ["id", "target", "pred"]:
+                raise RowError(f"{path}: header {header} is not ['id', 'target', 'pred']")
+            preds = [(i, int(t), int(p)) for i, t, p in reader]
+    except OSError as e:
+        raise RowError(f"{path}: unreadable predictions ({e})") from None
+    except ValueError as e:  # a line of the wrong length or a non-integer label
+        raise RowError(f"{path}: malformed predictions line ({e})") from None
+    if len(preds) != row.n_test:
+        raise RowError(f"{path}: {len(preds)} predictions but the row says n_test={row.n_test}")
+    if len({i for i, _, _ in preds}) != len(preds):
+        raise RowError(f"{path}: duplicate sample ids")
+    k = len(row.class_names)
+    if k and any(not (0 <= t < k and 0 <= p < k) for _, t, p in preds):
+        raise RowError(f"{path}: a label outside 0..{k - 1}")
+    return preds
 
 
-def write_row(row: dict, preds: list[tuple[str, int, int]] | None, results_dir: str | Path) -> Path:
-    """Write `row` to its place under `results_dir` and, if given, its `(id, target, pred)` rows beside it.
-
-    The predictions go first so that a row never points at a missing predictions file. Returns the row path.
-    """
-    missing = [k for k in ROW_KEYS if k not in row]
-    if missing:
-        raise ValueError(f"result row lacks keys {missing}")
-    path = row_path(results_dir, row["experiment"], row["run_name"])
+def write_row(row: Row, preds: list[tuple[str, int, int]] | None, results_dir: str | Path) -> Path:
+    """Write ``row`` (validated) under ``results_dir`` and, if given, its predictions beside it; predictions go
+    first, so a row never points at a missing file. Returns the row's path."""
+    d = row.to_dict()
+    problem = row_problem(d)
+    if problem:
+        raise RowError(f"refusing to write an invalid row {row.run_name}: {problem}")
+    path = row_path(results_dir, row.experiment, row.run_name)
     if preds is not None:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["id", "target", "pred"])
         writer.writerows(preds)
-        _atomic_write(path.with_name(row["predictions_file"]), buf.getvalue())
-    _atomic_write(path, json.dumps(row, indent=2, sort_keys=False) + "\n")
+        atomic_write(predictions_path(row, path), buf.getvalue())
+    atomic_write(path, json.dumps(d, indent=2) + "\n")
     return path
 
 
@@ -76,12 +217,12 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
     results/ is left out: rerunning the committed code rewrites the committed rows, which is not a code change."""
     try:
+        git = ["git", "-C", str(cwd or ".")]
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
-            cwd=cwd,
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"],
             capture_output=True,
             text=True,
             check=True,
