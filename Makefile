@@ -10,7 +10,7 @@ export LBAM_DATA_DIR ?= $(if $(wildcard ../shared/data/BCCD),$(abspath ../shared
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format test data quick reproduce plots report bench clean
+.PHONY: help venv lint format test data quick curve reproduce plots report bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,7 +45,10 @@ data: $(STAMP) ## Download what is missing of BCCD and Oxford-IIIT Pet into LBAM
 quick: $(STAMP) ## Quick CPU profile of both embodiments (one seed), then the report
 	$(PY) scripts/reproduce.py --profile quick
 
-reproduce: $(STAMP) ## Full protocol: data, embodiments 1+2 x 6 attentions x 3 seeds, then the report
+curve: $(STAMP) ## Embodiment 1 learning curve on real BCCD (7 settings x sizes x seeds, CPU), then the report
+	$(PY) scripts/reproduce.py --profile curve
+
+reproduce: $(STAMP) ## Full protocol: data, embodiments 1+2 x 7 settings x 3 seeds, then the report
 	@# A dataset that cannot be fetched is reported by make data; the runner then skips its runs and says so.
 	-$(MAKE) data
 	$(PY) scripts/reproduce.py --profile full

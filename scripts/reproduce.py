@@ -1,18 +1,20 @@
-"""Run the patent's comparison: embodiments 1 and 2 x {none, se, cbam, bam, eca, lbam} x seeds, then the report.
+"""The patent's comparison in one command: each experiment's Hydra sweep, then the report.
 
-    python scripts/reproduce.py --profile quick          # *_quick experiments, seed 0 (make quick)
-    python scripts/reproduce.py --profile full           # seeds 0 1 2 (make reproduce)
-    python scripts/reproduce.py --profile full --experiments embodiment1 --attentions none lbam --seeds 0
+    python scripts/reproduce.py --profile quick    # embodiment{1,2}_quick, seed 0       (make quick)
+    python scripts/reproduce.py --profile full     # embodiment{1,2}, seeds 0 1 2        (make reproduce)
+    python scripts/reproduce.py --profile curve    # embodiment1_curve learning curve    (make curve)
+    python scripts/reproduce.py --profile full --experiments embodiment1 -- trainer.max_epochs=10
 
-Finished runs (row with status ok) are skipped and interrupted ones resume, so the command can be rerun.
-A missing dataset skips its experiment with a message; the others still run.
+Each experiment file holds its sweep (`hydra.sweeper.params`: attentions, seeds, sizes), so every run goes through
+`python -m lbam.train -m experiment=<name>`; this script adds only what a multirun cannot do: the LBAM row without
+the residual (F ⊗ M; a second sweep), a CPU time estimate for the full protocol, skipping an experiment whose
+dataset is missing (with the reason), and the report at the end. Finished runs are skipped and interrupted ones
+resume, so the command can be rerun.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import logging
 import math
 import os
 import subprocess
@@ -21,29 +23,47 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+PROFILES = {
+    "quick": ("embodiment1_quick", "embodiment2_quick"),
+    "full": ("embodiment1", "embodiment2"),
+    "curve": ("embodiment1_curve",),
+}
+# The gate form F ⊗ M of SE/CBAM/ECA, so that the reproduction separates it from the module (issue: BAM and LBAM
+# apply F + F ⊗ M).
+EXTRA = ["attention=lbam", "attention.residual=false"]
 
-import torch  # noqa: E402
 
-from lbam.train import DataUnavailableError, compose_config, setup_data, train  # noqa: E402
+def dataset_problem(experiment: str, overrides: list[str]) -> str | None:
+    """Why the experiment's dataset cannot be used here (None when it can): downloads it when missing."""
+    from hydra.utils import instantiate
 
-ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
-EXPERIMENTS = ("embodiment1", "embodiment2")
+    from lbam.config import compose
+    from lbam.data import DataError
+
+    try:
+        dm = instantiate(compose([f"experiment={experiment}", *overrides]).dataset)
+        dm.prepare_data()
+    except DataError as e:
+        return str(e)
+    return None
 
 
-def _step_seconds(cfg, probe_batch: int = 4) -> float:
-    """Seconds per training step of `cfg` on this CPU (forward + backward + optimiser step).
+def step_seconds(experiment: str, attention: str, probe_batch: int = 4) -> float:
+    """Seconds of one training step (forward, backward, optimiser) of the experiment's model on this CPU, timed on
+    ``probe_batch`` images and scaled to the configured batch (CPU cost is about linear in the batch)."""
+    import torch
+    from omegaconf import OmegaConf
 
-    Timed on `probe_batch` images and scaled to the configured batch (CPU cost is about linear in the batch), so
-    the estimate of the full protocol takes about a minute rather than the minutes of full-size steps."""
+    from lbam.config import compose
     from lbam.models import build_backbone
-    from lbam.train import model_kwargs
 
-    model = build_backbone(**model_kwargs(cfg, 2))
+    cfg = compose([f"experiment={experiment}", f"attention={attention}"])
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
+    backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone).items() if k != "_target_"}
+    model = build_backbone(**backbone, num_classes=2, attention=attention, attention_kwargs=kwargs)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     size, batch = cfg.dataset.image_size, cfg.dataset.batch_size
-    n = min(batch, probe_batch)
-    x, y = torch.randn(n, 3, size, size), torch.randint(0, 2, (n,))
+    x, y = torch.randn(probe_batch, 3, size, size), torch.randint(0, 2, (probe_batch,))
     times = []
     for _ in range(3):  # the first step warms up the allocator
         t0 = time.perf_counter()
@@ -51,81 +71,61 @@ def _step_seconds(cfg, probe_batch: int = 4) -> float:
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / 2 * batch / n
+    return sum(times[1:]) / 2 * batch / probe_batch
 
 
-def print_cpu_estimate(experiments, attentions, seeds) -> None:
-    """Measure a few training steps per experiment on this CPU and extrapolate to the whole matrix."""
-    total = 0.0
-    for exp in experiments:
-        cfg = compose_config([f"experiment={exp}"])
-        try:
-            n_train = setup_data(cfg).metadata["n_train"]
-        except Exception:
-            print(f"[estimate] {exp}: dataset not available, not counted")
-            continue
-        steps = math.ceil(n_train / cfg.dataset.batch_size) * cfg.trainer.max_epochs
-        # Each attention with its own config group: its kwargs differ (cbam has no kernel_size, ...).
-        per_run = [
-            steps * _step_seconds(compose_config([f"experiment={exp}", f"attention={a}"])) for a in attentions
-        ]
-        hours = sum(per_run) * len(seeds) / 3600
-        total += hours
-        print(
-            f"[estimate] {exp}: {n_train} training images, {cfg.trainer.max_epochs} epochs, "
-            f"{min(per_run) / 60:.0f}-{max(per_run) / 60:.0f} min per run on this CPU -> {hours:.1f} h "
-            f"for {len(attentions)} attentions x {len(seeds)} seeds"
-        )
+def print_cpu_estimate(experiment: str, n_train: int) -> None:
+    from lbam.config import compose
+
+    cfg = compose([f"experiment={experiment}"], with_hydra=True)
+    params = cfg.hydra.sweeper.params or {}
+    attentions = str(params.get("attention", "lbam")).split(",")
+    seeds = len(str(params.get("seed", "0")).split(","))
+    steps = math.ceil(n_train / cfg.dataset.batch_size) * cfg.trainer.max_epochs
+    per_run = [steps * step_seconds(experiment, a) for a in attentions]
+    hours = (sum(per_run) + per_run[-1]) * seeds / 3600
     print(
-        f"[estimate] no GPU: the full protocol needs about {total:.1f} h here (already finished runs are skipped). "
-        "Ctrl+C stops it at any point; rerunning resumes. `make quick` is the CPU-sized profile."
+        f"[reproduce] {experiment}: no GPU; about {hours:.1f} h on this CPU ({min(per_run) / 60:.0f}-"
+        f"{max(per_run) / 60:.0f} min per run, {len(attentions) + 1} settings x {seeds} seeds). Ctrl+C stops it "
+        "at any point; rerunning resumes. `make quick` is the CPU-sized profile."
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 (quick), 0 1 2 (full)")
-    parser.add_argument("--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-    parser.add_argument("--attentions", nargs="+", choices=ATTENTIONS, default=list(ATTENTIONS))
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer=cpu")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="quick")
+    parser.add_argument("--experiments", nargs="+", help="a subset of the profile's experiments")
+    parser.add_argument("--seeds", help="comma-separated seeds instead of the experiment's, e.g. 0,1")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     os.chdir(ROOT)  # the configs' relative paths (data/, results/, experiments/) are repo-relative
-    seeds = args.seeds or ([0] if args.profile == "quick" else [0, 1, 2])
-    experiments = [f"{e}_quick" if args.profile == "quick" else e for e in args.experiments]
+    sys.path.insert(0, str(ROOT))
+    import torch
 
-    if args.profile == "full" and not torch.cuda.is_available():
-        print_cpu_estimate(experiments, args.attentions, seeds)
-
+    extra = [*args.overrides, *([f"seed={args.seeds}"] if args.seeds else [])]
     summary, t0 = [], time.perf_counter()
-    for exp in experiments:
-        try:
-            setup_data(compose_config([f"experiment={exp}", *args.overrides]))
-        except DataUnavailableError as e:
-            print(f"[reproduce] {exp}: skipped, its dataset is missing (`make data` downloads it):\n  {e}")
-            summary.append((exp, "all", "-", "skipped: dataset missing"))
+    for experiment in args.experiments or PROFILES[args.profile]:
+        problem = dataset_problem(experiment, args.overrides)
+        if problem:
+            print(f"[reproduce] {experiment}: skipped, its dataset is not available: {problem}")
+            summary.append(f"{experiment}: skipped (dataset not available)")
             continue
-        for attention in args.attentions:
-            for seed in seeds:
-                overrides = [f"experiment={exp}", f"attention={attention}", f"seed={seed}", *args.overrides]
-                row = train(compose_config(overrides), overrides)
-                bal = row.get("test_balanced_acc")
-                summary.append((exp, attention, seed, row["status"] + (f" bal_acc={bal:.4f}" if bal else "")))
+        if args.profile == "full" and not torch.cuda.is_available():
+            from hydra.utils import instantiate
 
-    print(f"\n[reproduce] {len(summary)} entries in {(time.perf_counter() - t0) / 60:.1f} min")
-    for exp, attention, seed, status in summary:
-        print(f"  {exp:20s} {attention:5s} seed={seed}  {status}")
-    if importlib.util.find_spec("lbam.report") is not None:
-        # Attention maps first (they need this machine's checkpoints), so the README block links them.
-        ok = {(exp, attention) for exp, attention, _, status in summary if status.startswith("ok")}
-        for exp in sorted({exp for exp, attention in ok if attention == "lbam" and (exp, "bam") in ok}):
-            cmd = [sys.executable, "-m", "lbam.report", "attention-maps", "--experiment", exp]
-            if subprocess.run(cmd, cwd=ROOT).returncode:
-                print(f"[reproduce] {exp}: attention maps failed (see above); tables and plots follow anyway")
-        return subprocess.run([sys.executable, "-m", "lbam.report"], cwd=ROOT).returncode
-    print("[reproduce] lbam.report is not available: rows are in results/runs/, no tables or plots made")
-    return 1 if any(s[3].startswith("failed") for s in summary) else 0
+            from lbam.config import compose
+
+            dm = instantiate(compose([f"experiment={experiment}", *args.overrides]).dataset)
+            dm.setup()
+            print_cpu_estimate(experiment, dm.metadata["n_train"])
+        for sweep in ([], EXTRA):
+            cmd = [sys.executable, "-m", "lbam.train", "-m", f"experiment={experiment}", *sweep, *extra]
+            print("[reproduce] " + " ".join(cmd[1:]), flush=True)
+            code = subprocess.run(cmd, cwd=ROOT).returncode
+            summary.append(f"{' '.join(cmd[4:])}: {'done' if code == 0 else f'exit {code}'}")
+    print(f"\n[reproduce] {(time.perf_counter() - t0) / 60:.1f} min")
+    print("\n".join(f"  {s}" for s in summary))
+    return subprocess.run([sys.executable, "-m", "lbam.report"], cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

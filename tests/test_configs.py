@@ -1,14 +1,25 @@
-"""Hydra configs of the runner: composition of every experiment x attention, validation, run names."""
+"""The runner's configuration: composition of every experiment x attention, checks before any data is read, run
+names, the machine-dependent `auto` values, and one clear line for every bad value on the command line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from lbam.train import CONFIG_DIR, ConfigError, compose_config, run_name, train, validate
+from lbam.config import CONFIG_DIR, ConfigError, check, relevant_overrides, resolve_auto, run_name
+from lbam.config import compose as compose_config
+from lbam.models import build_backbone
+from lbam.train import train
 
-EXPERIMENTS = ("embodiment1", "embodiment2", "embodiment1_quick", "embodiment2_quick")
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ("embodiment1", "embodiment2", "embodiment1_quick", "embodiment2_quick", "embodiment1_curve")
 ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
 
 
@@ -16,57 +27,85 @@ ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
 def test_every_experiment_composes_with_every_attention(experiment):
     for attention in ATTENTIONS:
         cfg = compose_config([f"experiment={experiment}", f"attention={attention}"])
-        assert cfg.experiment_name == experiment
-        assert cfg.attention.name == attention
-        assert cfg.profile == ("quick" if experiment.endswith("_quick") else "full")
+        assert cfg.experiment_name == experiment and cfg.attention.name == attention
         embodiment1 = experiment.startswith("embodiment1")
-        assert cfg.dataset._target_ == (
-            "lbam.data.BCCDDataModule" if embodiment1 else "lbam.data.OxfordPetsDataModule"
-        )
+        assert cfg.dataset._target_.endswith("BCCDDataModule" if embodiment1 else "OxfordPetsDataModule")
         assert cfg.backbone.name == ("cnn4" if embodiment1 else "vgg16")
-        validate(cfg)  # builds the model on the meta device: every combination is valid
+        check(cfg)
+        kwargs = {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
+        backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone).items() if k != "_target_"}
+        with torch.device("meta"):  # every combination builds (no memory, no compute)
+            build_backbone(**backbone, num_classes=3, attention=attention, attention_kwargs=kwargs)
 
 
-def test_experiment_values_win_and_command_line_wins_over_experiment():
+def test_plain_run_defaults_to_the_real_bccd_and_experiment_values_win():
+    plain = compose_config([])
+    assert plain.dataset._target_ == "lbam.data.BCCDDataModule" and plain.profile == "full"
     full, quick = compose_config(["experiment=embodiment2"]), compose_config(["experiment=embodiment2_quick"])
     assert full.optimizer._target_ == "torch.optim.SGD" and full.optimizer.lr == 0.01
     assert quick.optimizer._target_ == "torch.optim.SGD"  # inherited from embodiment2
-    assert (
-        quick.dataset.image_size < full.dataset.image_size
-        and quick.trainer.max_epochs < full.trainer.max_epochs
-    )
-    assert quick.backbone.width_mult < 1 and full.backbone.pretrained is False
+    assert quick.dataset.image_size < full.dataset.image_size
+    assert quick.trainer.max_epochs < full.trainer.max_epochs
     cli = compose_config(["experiment=embodiment1_quick", "trainer.max_epochs=7", "dataset=synthetic_bccd"])
-    assert cli.trainer.max_epochs == 7
-    assert cli.dataset._target_ == "lbam.data.SyntheticBCCDDataModule"
+    assert cli.trainer.max_epochs == 7 and cli.dataset._target_ == "lbam.data.SyntheticBCCDDataModule"
     assert cli.dataset.image_size == 48  # the experiment's value still applies to the chosen dataset
     assert OmegaConf.select(cli, "scheduler.T_max") == 7
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("attention.name=foo", "unknown attention 'foo'"),
-        ("backbone.placement=nowhere", "placement"),
-        ("attention.kernel_size=4", "odd"),
-        ("attention.branches=diagonal", "branches"),
-        ("backbone.name=alexnet", "unknown backbone"),
-        ("optimizer.lr=-1", "learning rate"),
-        ("dataset.image_size=0", "dataset.image_size"),
-        ("early_stopping_patience=3", "val_size"),
-    ],
-)
-def test_invalid_values_fail_before_training_with_a_clear_message(tmp_path, override, message):
+BAD = [
+    ("attention.name=foo", "unknown attention 'foo'"),
+    ("backbone.placement=nowhere", "placement"),
+    ("attention.kernel_size=4", "odd"),
+    ("attention.branches=diagonal", "branches"),
+    ("backbone.name=alexnet", "unknown backbone"),
+    ("backbone.width_mult=abc", "backbone.width_mult='abc' must be a number > 0"),
+    ("optimizer.lr=-1", "learning rate"),
+    ("optimizer.lr=abc", "optimizer.lr='abc' must be a number"),
+    ("optimizer.weight_decay=[1]", "optimizer.weight_decay=[1] must be a number"),
+    ("scheduler.T_max=abc", "scheduler.T_max='abc' must be a number"),
+    ("dataset.image_size=0", "image_size"),
+    ("dataset.batch_size=abc", "batch_size"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' must be an integer >= 1"),
+    ("trainer.limit_train_batches=1.5", "limit_train_batches"),
+    ("seed=-1", "seed=-1 must be an integer >= 0"),
+    ("model.compile=maybe", "model.compile='maybe' must be one of auto, true, false"),
+    ("analysis.noninferiority_margin=2", "noninferiority_margin"),
+    ("callbacks=early_stopping", "dataset.val_size > 0"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD)
+def test_invalid_values_fail_before_any_data_is_read(tmp_path, override, message):
     overrides = [
-        "experiment=embodiment1",
-        "paths.data_dir=/nonexistent",  # would fail later, at data setup, if validation let it through
+        "paths.data_dir=/nonexistent",  # would fail later, at data setup, if the checks let it through
         f"paths.results_dir={tmp_path}/results",
         f"paths.experiments_dir={tmp_path}/experiments",
         override,
     ]
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
         train(compose_config(overrides), overrides)
+    assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())  # no row, no run directory
+
+
+def _cli(tmp_path, *overrides, env=None):
+    cmd = [sys.executable, "-m", "lbam.train", f"paths.experiments_dir={tmp_path}/e", *overrides]
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.slow
+def test_command_line_errors_are_one_line_without_traceback(tmp_path):
+    for override, message in (BAD[7], BAD[2], ("paths.data_dir=/nonexistent", "not found")):
+        proc = _cli(tmp_path, "dataset.download=false", override)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr + proc.stdout
+    verbose = _cli(tmp_path, BAD[7][0], env={"HYDRA_FULL_ERROR": "1"})
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr  # kept for debugging
 
 
 def test_unknown_attention_group_option_fails_at_composition():
@@ -82,9 +121,9 @@ def test_run_name_is_deterministic_and_ignores_device_and_path_noise():
         "trainer.devices=4",
         "paths.results_dir=/x",
         "dataset.num_workers=8",
-        "hydra.verbose=true",
+        "model.compile=true",
     ]
-    assert run_name("lbam", ["seed=0", *noisy], 0) == base
+    assert run_name("lbam", ["seed=0", *noisy, "hydra.verbose=true", "logger=tensorboard"], 0) == base
     k3 = run_name("lbam", ["attention.kernel_size=3", "backbone.placement=block"], 1)
     assert k3 == "lbam__kernel_size=3__backbone.placement=block__seed1"
     assert run_name("lbam", ["backbone.placement=block", "attention.kernel_size=3"], 1) == k3  # order-free
@@ -92,15 +131,21 @@ def test_run_name_is_deterministic_and_ignores_device_and_path_noise():
         "lbam", ["attention.kernel_size=3"], 1
     )
     assert run_name("lbam", ["trainer=quick"], 0) != base  # fewer epochs is a different run
+    # a sweep's job spells booleans as Python does: the same run, the same name
+    assert run_name("lbam", ["attention.residual=False"], 0) == run_name(
+        "lbam", ["attention.residual=false"], 0
+    )
+    # the row keeps what defines the run beyond experiment, attention and seed
+    assert relevant_overrides(["seed=1", "attention=lbam", "dataset.train_subset=25", "trainer=cpu"]) == [
+        "dataset.train_subset=25"
+    ]
 
 
 def test_run_name_stays_short_and_distinct_when_hashed():
     long_a = run_name("lbam", [f"+x{i}={'a' * 20}" for i in range(8)], 0)
     long_b = run_name("lbam", [f"+x{i}={'b' * 20}" for i in range(8)], 0)
-    odd_a, odd_b = (
-        run_name("cbam", ["+backbone.widths=[8,16]"], 0),
-        run_name("cbam", ["+backbone.widths=[8,32]"], 0),
-    )
+    odd_a = run_name("cbam", ["+backbone.widths=[8,16]"], 0)
+    odd_b = run_name("cbam", ["+backbone.widths=[8,32]"], 0)
     assert len(long_a) <= 110 and long_a != long_b and long_a.endswith("__seed0")
     assert (
         odd_a != odd_b
@@ -109,10 +154,25 @@ def test_run_name_stays_short_and_distinct_when_hashed():
     )
 
 
+def test_auto_values_resolve_for_this_cpu_and_explicit_values_stay():
+    cfg = compose_config([])
+    assert resolve_auto(cfg) is False  # no GPU here
+    t = cfg.trainer
+    assert (t.accelerator, t.precision, t.deterministic) == ("cpu", "32-true", "warn")
+    assert t.enable_progress_bar is False  # pytest captures stderr: not an interactive terminal
+    assert cfg.model.compile is False and cfg.model.channels_last is False
+    explicit = compose_config(
+        ["model.compile=true", "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=true"]
+    )
+    resolve_auto(explicit)
+    assert explicit.model.compile is True and explicit.trainer.precision == "bf16-mixed"
+    assert explicit.trainer.enable_progress_bar is True
+
+
 @pytest.fixture
 def hydra_cfg():
-    """Compose with the hydra node and install it as Hydra's singleton (needed to resolve run dirs); the
-    singleton is cleared afterwards so it cannot leak into later tests of the same worker."""
+    """Compose with the hydra node and install it as Hydra's singleton (needed to resolve run dirs); cleared
+    afterwards so it cannot leak into later tests of the same worker."""
 
     def compose_with_hydra(overrides):
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -137,11 +197,15 @@ def test_slurm_launcher_extends_the_submitit_plugin(hydra_cfg):
     assert cfg.hydra.launcher.timeout_min == 240 and "partition" in cfg.hydra.launcher
 
 
-def test_trainer_options():
-    for name, key, value in (
-        ("cpu", "accelerator", "cpu"),
-        ("gpu", "accelerator", "gpu"),
-        ("ddp", "strategy", "ddp"),
-    ):
-        assert compose_config([f"trainer={name}"]).trainer[key] == value
-    assert compose_config(["trainer=ddp"]).trainer.devices == 2
+def test_group_options_instantiate_what_they_name():
+    from hydra.utils import instantiate
+
+    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp_spawn"
+    logger = compose_config(["logger=tensorboard", "run_name=r"]).logger
+    assert set(logger) == {"csv", "tensorboard"}
+    tb = instantiate(logger.tensorboard)
+    assert type(tb).__name__ == "TensorBoardLogger" and tb.save_dir.endswith("experiments/default/r")
+    assert set(compose_config(["callbacks=early_stopping"]).callbacks) == {
+        "last_checkpoint",
+        "early_stopping",
+    }

@@ -1,0 +1,216 @@
+"""The runner's configuration: composing it, checking it before any data is read, naming runs, and resolving the
+`auto`/`null` values that depend on the machine (accelerator, precision, compile, progress bar).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from lbam.results import PROFILES
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+# Overrides that change where or how fast a run trains, not what it computes: left out of the run name and the row.
+_NOISE_KEYS = {"experiment", "attention", "seed", "force", "paths", "local", "logger", "verbose"}
+_NOISE_PREFIXES = ("hydra", "paths.", "logger.")
+_NOISE_DOTTED = {
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "dataset.num_workers", "dataset.pin_memory",
+    "dataset.root", "dataset.cache_dir", "dataset.download", "model.compile", "model.channels_last",
+}  # fmt: skip
+_DEVICE_TRAINERS = {"default", "cpu", "gpu", "ddp"}
+_CANONICAL = {"True": "true", "False": "false", "None": "null"}
+_MAX_NAME = 100
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value, caught before any data is loaded; the message is one line."""
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def relevant_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides that define a run beyond its experiment, attention group and seed, sorted (device, paths,
+    workers and logging are noise: the same run on another machine keeps its name)."""
+    kept = []
+    for o in overrides:
+        key, value = _key(o), o.split("=", 1)[1] if "=" in o else ""
+        if key in _NOISE_KEYS or key in _NOISE_DOTTED or key.startswith(_NOISE_PREFIXES):
+            continue
+        if key == "trainer" and value in _DEVICE_TRAINERS:
+            continue
+        # Hydra's sweeper writes booleans and null as True/False/None where a single run keeps them as typed:
+        # one spelling, so a run gets the same name (and directory) either way.
+        kept.append(f"{o.split('=', 1)[0]}={_CANONICAL.get(value, value)}" if "=" in o else o)
+    return sorted(kept)
+
+
+def run_name(attention: str, overrides: Sequence[str], seed: int) -> str:
+    """Deterministic, filesystem-safe run name, e.g. `lbam__kernel_size=3__seed0`; a hash keeps long or rewritten
+    names distinct."""
+    raw = "__".join([attention] + [o.removeprefix("attention.") for o in relevant_overrides(overrides)])
+    safe = re.sub(r"[^A-Za-z0-9._,=+-]", "_", raw.replace("/", "-"))
+    if safe != raw or len(safe) > _MAX_NAME:
+        safe = f"{safe[: _MAX_NAME - 10]}__{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+    return f"{safe}__seed{seed}"
+
+
+def _run_name_resolver(*, _root_: DictConfig) -> str:
+    overrides = list(_root_.hydra.overrides.task) if "hydra" in _root_ else []
+    return run_name(_root_.attention.name, overrides, _root_.seed)
+
+
+# hydra.run.dir and hydra.sweep.subdir (configs/train.yaml) use it: Hydra's output dir is the run directory.
+OmegaConf.register_new_resolver("lbam_run_name", _run_name_resolver, replace=True)
+
+
+def compose(overrides: Sequence[str] = (), with_hydra: bool = False) -> DictConfig:
+    """The training config as `python -m lbam.train <overrides>` sees it (the hydra node only if asked)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+# --- checks: every numeric key, before any data is read ------------------------------------------------------
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_CHOICES = {"model.compile": ("auto", True, False), "model.channels_last": ("auto", True, False)}
+_RULES = {  # key: (what it must be, test)
+    "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "force": ("true or false", lambda v: isinstance(v, bool)),
+    "backbone.width_mult": ("a number > 0", lambda v: _is_num(v) and v > 0),
+    "trainer.max_epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "trainer.max_steps": ("-1 (no limit) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
+    "trainer.log_every_n_steps": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
+    **{
+        f"trainer.limit_{s}_batches": (
+            "null, an integer >= 0 or a fraction in [0, 1]",
+            lambda v: v is None or (_is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1),
+        )
+        for s in ("train", "val", "test")
+    },
+    "analysis.noninferiority_margin": ("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
+    "analysis.alpha": ("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
+}
+
+
+def _fail(key: str, value, must: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} must be {must} (set it on the command line, e.g. {key}=<value>)")
+
+
+def _check_numeric_kwargs(node: DictConfig, group: str) -> None:
+    """Where the target's own default is a number, the configured value must be one: `optimizer.lr=abc` fails
+    here with its name, not deep inside torch."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        params = inspect.signature(get_class(target)).parameters
+    except Exception as e:
+        raise ConfigError(f"{group}._target_={target!r} cannot be imported ({e})") from None
+    for key, value in node.items():
+        p = params.get(key)
+        numeric = p is not None and (
+            _is_num(p.default) or str(p.annotation) in ("int", "float", "<class 'int'>", "<class 'float'>")
+        )
+        if numeric and not _is_num(value):
+            raise _fail(f"{group}.{key}", value, "a number")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for an invalid value; cheap: no data, no model."""
+    for key, (must, ok) in _RULES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if (value is not None or key in ("seed",)) and not ok(value):
+            raise _fail(key, value, must)
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise _fail(key, value, "one of " + ", ".join(map(str, choices)).lower())
+    if cfg.profile not in PROFILES:
+        raise _fail("profile", cfg.profile, "one of " + ", ".join(PROFILES))
+    for group in ("optimizer", "scheduler"):
+        _check_numeric_kwargs(cfg[group], group)
+    if "early_stopping" in (cfg.get("callbacks") or {}) and not cfg.dataset.get("val_size"):
+        raise ConfigError(
+            "callbacks=early_stopping monitors val_acc and needs a validation split: set dataset.val_size > 0 "
+            "(a count, or a fraction of the training split)"
+        )
+
+
+def build_or_fail(what: str, factory, *args, **kwargs):
+    """``factory(*args, **kwargs)``; a ValueError/TypeError/KeyError there is a bad value: ConfigError naming ``what``."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return factory(*args, **kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError, InstantiationException) as e:
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        if isinstance(cause, ConfigError) or (
+            type(cause).__name__ == "DataError" or any(c.__name__ == "DataError" for c in type(cause).__mro__)
+        ):
+            raise cause from None
+        message = " ".join(str(cause).split())  # one line
+        raise ConfigError(f"invalid {what} configuration: {message}") from None
+
+
+# --- machine-dependent values --------------------------------------------------------------------------------
+
+
+def _interactive() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    return sys.stderr.isatty() and not multirun
+
+
+def resolve_auto(cfg: DictConfig) -> bool:
+    """Fill the machine-dependent values in place and return whether the run uses a GPU.
+
+    accelerator auto → gpu when CUDA is present; precision null → bf16-mixed on a bf16-capable GPU, else 32-true;
+    deterministic null → "warn" on the CPU (same seed, same numbers), off on the GPU; progress bar null → on in an
+    interactive terminal outside sweeps; model.compile / channels_last auto → on for GPU runs, off on the CPU (the
+    short CPU runs would not repay compile's warm-up).
+    """
+    t, m = cfg.trainer, cfg.model
+    gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    with open_dict(cfg):
+        t.accelerator = "gpu" if gpu else "cpu"
+        if t.get("precision") is None:
+            t.precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+        if t.get("deterministic") is None:
+            t.deterministic = None if gpu else "warn"
+        if t.get("enable_progress_bar") is None:
+            t.enable_progress_bar = _interactive()
+        for key in ("compile", "channels_last"):
+            if m[key] == "auto":
+                m[key] = gpu
+    return gpu
+
+
+def to_container(node) -> dict | list | None:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
