@@ -71,7 +71,7 @@ def test_missing_unknown_keys_and_unreadable_files_are_errors(tmp_path):
     assert row_problem([1, 2]) == "not a JSON object"
     cut = tmp_path / "cut.json"
     cut.write_text(json.dumps(d)[:40])
-    with pytest.raises(RowError, match="cut.json: unreadable row"):
+    with pytest.raises(RowError, match=r"cut\.json: unreadable row"):
         load_row(cut)
 
 
