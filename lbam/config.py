@@ -95,7 +95,11 @@ def _is_num(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-_CHOICES = {"model.compile": ("auto", True, False), "model.channels_last": ("auto", True, False)}
+_CHOICES = {
+    "model.compile": ("auto", True, False),
+    "model.channels_last": ("auto", True, False),
+    "scheduler.interval": (None, "epoch", "step"),
+}
 _RULES = {  # key: (what it must be, test)
     "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
     "force": ("true or false", lambda v: isinstance(v, bool)),

@@ -130,11 +130,12 @@ class LitClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(self.model.parameters())
-        sched = self.hparams.scheduler
-        if not sched or sched.get("_target_") is None:
+        sched = dict(self.hparams.scheduler or {})
+        interval = sched.pop("interval", "epoch")  # "step" for step budgets (T_max in optimiser steps)
+        if sched.get("_target_") is None:
             return optimizer
         scheduler = instantiate(sched)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
 def throughput(history: list[dict], compiled: bool) -> tuple[float | None, float | None]:
