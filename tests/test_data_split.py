@@ -140,8 +140,8 @@ def test_subset_keeps_rare_classes():
     ("kw", "match"),
     [
         ({"train_size": 5000}, r"t: train_size=5000.*but 2\d\d\d are usable; use a smaller count"),
-        ({"train_size": 1}, r"train >= 2"),
-        ({"train_size": 100, "test_size": 5000}, r"100 train \+ 5000 test"),
+        ({"train_size": 1}, r"1 train \(>= 2\)"),
+        ({"train_size": 100, "test_size": 5000}, r"100 train \(>= 2\) \+ 5000 test"),
         ({"train_subset": 10_000}, r"train_subset=10000 is larger than the training split \(\d+ samples\)"),
         ({"train_subset": 3, "val_size": 2}, r"val_size=2 leaves 1 of 3 training samples"),
         ({"val_size": 0.9999}, r"val_size"),

@@ -1,4 +1,4 @@
-"""The DataModule interface the runner and the report read, its split planner and its in-memory uint8 loaders."""
+"""The DataModule interface that the runner and the report read, its split planner, its in-memory loaders."""
 
 from __future__ import annotations
 
@@ -44,11 +44,8 @@ def missing_message(name: str, expected: Path, urls, reason: str = "") -> str:
 
 @dataclass
 class Index:
-    """What a split is planned on, read without decoding a pixel: one entry per usable sample.
-
-    ``skipped`` items are ``{"id", "reason"}``; a bare image id (no ``#box``) means the whole source file was
-    unusable. ``duplicates`` are ``{"id", "of", "iou"}``: a box of the same label as an earlier one in its image.
-    """
+    """What a split is planned on, read without decoding a pixel: one entry per usable sample. Skipped items
+    are ``{"id", "reason"}`` (a bare image id: the whole file); duplicates ``{"id", "of", "iou"}``."""
 
     ids: list[str]
     labels: np.ndarray
@@ -58,9 +55,10 @@ class Index:
     duplicates: list[dict] = field(default_factory=list)
 
 
-def image_of(sample_id: str) -> str:
-    """Source image of a sample id ``<image>#<box>`` (or of a bare image id)."""
-    return sample_id.split("#", 1)[0]
+def stack(out: dict, side: int) -> dict:
+    """A decoder's lists (``images`` of uint8 3×S×S, ``labels``, ``ids``, ``skipped``) as cacheable tensors."""
+    images = torch.stack(out["images"]) if out["images"] else torch.zeros(0, 3, side, side, dtype=torch.uint8)
+    return {**out, "images": images, "labels": torch.tensor(out["labels"], dtype=torch.int64)}
 
 
 def resolve_size(value: int | float | None, total: int, what: str) -> int | None:
@@ -152,17 +150,16 @@ def plan_split(
     labels, ids, *, name: str, split_by: str, train_size, test_size, val_size, split_seed: int,
     train_subset: int | None = None, subset_seed: int = 0,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Sample indices (sorted) of train / val / test, and of the whole ``train_split`` a subset was drawn from.
+    """Sorted sample indices of train, val, test and the ``train_split`` (train + val, before a subset),
+    from labels and ids alone: sizes are checked here, before anything is decoded.
 
-    Computed from labels and ids alone; sizes are checked here, before anything is decoded.
-
-    ``split_by="image"`` keeps each source image on one side (:func:`group_split`), ``"crop"`` splits
-    samples (:func:`stratified_split`); with one sample per image both are the per-sample split. Test
-    depends only on the labels, ids, split_by, split_seed and train/test sizes. ``train_subset`` draws a
-    class-stratified subsample of the training split (seeded by ``subset_seed``); val is carved from the
-    subsample, or from the training split without one, by image when splitting by image.
+    ``split_by="image"`` keeps each source image on one side (:func:`group_split`), ``"crop"`` splits the
+    samples (:func:`stratified_split`); with one sample per image both are the per-sample split. Test depends
+    only on the data, split_by, split_seed and train/test sizes. ``train_subset`` draws a class-stratified
+    subsample of the training split (``subset_seed``); val is carved from it (or from the whole training
+    split), by image when splitting by image.
     """
-    labels, groups = np.asarray(labels), np.array([image_of(i) for i in ids])
+    labels, groups = np.asarray(labels), np.array([i.split("#")[0] for i in ids])  # <image>#<box>
     total = len(labels)
     by_image = split_by == "image" and len(set(groups.tolist())) < total
 
@@ -178,10 +175,9 @@ def plan_split(
     n_rest = total - n_train if n_test is None else n_test
     fix = "use a smaller count or a fraction, e.g. train_size=0.8"
     if n_train < 2 or n_rest < 1 or n_train + n_rest > total:
-        asked = f"{n_train} train + {n_test} test" if n_test is not None else f"{n_train} train + >= 1 test"
         raise DataError(
-            f"{name}: train_size={train_size!r}, test_size={test_size!r} ask for {asked} samples (train >= 2) but "
-            f"{total} are usable; {fix}"
+            f"{name}: train_size={train_size!r}, test_size={test_size!r} ask for {n_train} train (>= 2) + "
+            f"{n_test if n_test is not None else '>= 1'} test samples but {total} are usable; {fix}"
         )
     train, test = two_way(np.arange(total), n_train, n_test, split_seed)
     train_split = train
@@ -448,7 +444,7 @@ class DataModule(pl.LightningDataModule):
                 for k, v in split.items()
             },
             "n_images": index.n_sources,
-            "images": {k: len({image_of(i) for i in v}) for k, v in ids.items()},
+            "images": {k: len({i.split("#")[0] for i in v}) for k, v in ids.items()},
             "skipped": len(self.skipped),
             "skipped_items": self.skipped,
             "duplicates": len(index.duplicates),

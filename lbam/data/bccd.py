@@ -10,12 +10,11 @@ import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index
+from lbam.data.base import DataError, DataModule, Index, stack
 
-# GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts.
-# Its sha256 is not recorded here (it could not be computed offline when this was written), so the
-# download is checked by structure instead: after extraction BCCD/ must hold exactly the 364 annotated
-# images listed below. Set BCCD_SHA256 once known and the archive digest is verified as well.
+# GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts. Its sha256
+# could not be computed offline when this was written, so the download is checked by structure instead (364
+# annotated images); set BCCD_SHA256 once known and the digest is verified as well.
 BCCD_COMMIT = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
 BCCD_URL = f"https://github.com/Shenggan/BCCD_Dataset/archive/{BCCD_COMMIT}.zip"
 BCCD_SHA256: str | None = None
@@ -44,8 +43,7 @@ def parse_annotation(xml_file: Path) -> list[tuple[str, tuple[float, float, floa
 def iou(a, b) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def index_voc(voc_dir: Path) -> Index:
@@ -72,71 +70,53 @@ def index_voc(voc_dir: Path) -> Index:
         except OSError as e:  # PIL.UnidentifiedImageError (e.g. zero bytes) and other read errors
             skipped.append({"id": stem, "reason": f"unreadable {jpg.name}: {type(e).__name__}: {e}"})
             continue
-        kept: list[tuple[str, int, tuple]] = []
+        first = len(ids)  # this image's boxes start here
         for i, (name, coords) in enumerate(objects):
             if name not in CLASS_NAMES:
                 raise DataError(
                     f"{xml_file}: unknown class {name!r} (expected one of {', '.join(CLASS_NAMES)}); this is "
                     "not the BCCD dataset: point LBAM_DATA_DIR at the folder holding the original BCCD/"
                 )
-            sid = f"{stem}#{i}"
+            sid, label = f"{stem}#{i}", CLASS_NAMES.index(name)
             if coords is None:
                 skipped.append({"id": sid, "reason": "object without a complete <bndbox>"})
                 continue
-            x0, y0, x1, y1 = coords
-            box = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
+            box = (max(0.0, coords[0]), max(0.0, coords[1]), min(w, coords[2]), min(h, coords[3]))
             if box[2] <= box[0] or box[3] <= box[1]:
                 skipped.append({"id": sid, "reason": "empty box after clipping to the image"})
                 continue
-            label = CLASS_NAMES.index(name)
-            for prior_id, prior_label, prior_box in kept:
-                overlap = iou(box, prior_box)
-                if prior_label == label and overlap > DUPLICATE_IOU:
-                    duplicates.append({"id": sid, "of": prior_id, "iou": round(overlap, 3)})
+            for k in range(first, len(ids)):
+                if labels[k] == label and (overlap := iou(box, boxes[k])) > DUPLICATE_IOU:
+                    duplicates.append({"id": sid, "of": ids[k], "iou": round(overlap, 3)})
                     break
-            kept.append((sid, label, box))
-        for sid, label, box in kept:
             ids.append(sid)
             labels.append(label)
             boxes.append(box)
-    return Index(
-        ids=ids,
-        labels=np.asarray(labels, dtype=np.int64),
-        n_sources=len(xml_files),
-        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-        skipped=skipped,
-        duplicates=duplicates,
-    )
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return Index(ids, np.asarray(labels, dtype=np.int64), len(xml_files), boxes, skipped, duplicates)
 
 
 def crop_boxes(voc_dir: Path, index: Index, image_size: int) -> dict:
     """Decode each indexed image once and cut its boxes, resized to ``image_size``²; an image whose pixels
     cannot be decoded (e.g. a truncated JPEG) is skipped whole."""
-    images, labels, ids, skipped = [], [], [], []
-    by_image: dict[str, list[int]] = {}
-    for k, sid in enumerate(index.ids):
-        by_image.setdefault(sid.split("#")[0], []).append(k)
-    for stem, members in by_image.items():
+    out = {"images": [], "labels": [], "ids": [], "skipped": []}
+    members: dict[str, list[int]] = {}
+    for k, sample_id in enumerate(index.ids):
+        members.setdefault(sample_id.split("#")[0], []).append(k)
+    for stem, ks in members.items():
         path = voc_dir / "JPEGImages" / f"{stem}.jpg"
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
         except OSError as e:
-            skipped.append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
+            out["skipped"].append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
             continue
-        for k in members:
+        for k in ks:
             crop = im.resize((image_size, image_size), Image.BILINEAR, box=tuple(index.boxes[k]))
-            images.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1))
-            labels.append(int(index.labels[k]))
-            ids.append(index.ids[k])
-    return {
-        "images": torch.stack(images)
-        if images
-        else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "ids": ids,
-        "skipped": skipped,
-    }
+            out["images"].append(torch.from_numpy(np.array(crop)).permute(2, 0, 1))
+            out["labels"].append(int(index.labels[k]))
+            out["ids"].append(index.ids[k])
+    return stack(out, image_size)
 
 
 def _check_voc(folder: Path) -> None:

@@ -9,21 +9,14 @@ import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index
+from lbam.data.base import DataError, DataModule, Index, stack
 
 # The archives and md5 digests torchvision's OxfordIIITPet downloads (its _RESOURCES); fetched here with
 # lbam's downloader for the short timeout, member checks and the all-or-nothing rename.
+_PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data/"
 PETS_SOURCES = [
-    download.Source(
-        "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
-        "5c4f3ee8e5d25df40f4fd59a7f44e54c",
-        "md5",
-    ),
-    download.Source(
-        "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz",
-        "95a8c909bbe2e81eed6a22bccdf3f68f",
-        "md5",
-    ),
+    download.Source(_PETS_URL + "images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c", "md5"),
+    download.Source(_PETS_URL + "annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f", "md5"),
 ]
 CLASS_NAMES = ("cat", "dog")
 # Cached side = image_size / CROP_FRACTION (224 -> 256): training takes random-resized crops from it,
@@ -83,23 +76,20 @@ def index_pets(base: Path) -> Index:
 
 def decode_pets(base: Path, index: Index, side: int) -> dict:
     """Decode every indexed image once; an image the decoder rejects is skipped, any other error surfaces."""
-    images, labels, ids, skipped = [], [], [], []
+    out = {"images": [], "labels": [], "ids": [], "skipped": []}
     for image_id, label in zip(index.ids, index.labels.tolist()):
         path = base / "images" / f"{image_id}.jpg"
         try:
             im = load_rgb(path, side)
         except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
-            skipped.append({"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
+            out["skipped"].append(
+                {"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"}
+            )
             continue
-        images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
-        labels.append(label)
-        ids.append(image_id)
-    return {
-        "images": torch.stack(images) if images else torch.zeros(0, 3, side, side, dtype=torch.uint8),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "ids": ids,
-        "skipped": skipped,
-    }
+        out["images"].append(torch.from_numpy(np.array(im)).permute(2, 0, 1))
+        out["labels"].append(label)
+        out["ids"].append(image_id)
+    return stack(out, side)
 
 
 class OxfordPetsDataModule(DataModule):

@@ -26,6 +26,10 @@ _CELLS = {
 }
 # Whitespace around <name> varies in the real annotations; the twin reproduces that.
 _NAME_FORMATS = ["{}", " {} ", "\n\t\t{}\n\t", "{}  "]
+_OBJECT = (
+    "\t<object>\n\t\t<name>{}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{}</xmin>\n\t\t\t<ymin>{}</ymin>\n"
+    "\t\t\t<xmax>{}</xmax>\n\t\t\t<ymax>{}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+)
 
 
 def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
@@ -49,9 +53,9 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
             counts = {
                 "RBC": rng.integers(3, 9),
                 "WBC": rng.choice(3, p=[0.15, 0.7, 0.15]),
-                "Platelets": rng.integers(0, 4),
+                "Platelets": rng.integers(4),
             }
-            for name in [n for n in ("RBC", "WBC", "Platelets") for _ in range(counts[n])]:
+            for name in [n for n, k in counts.items() for _ in range(k)]:
                 colour, (rmin, rmax) = _CELLS[name]
                 r = int(rng.integers(rmin, rmax + 1))
                 cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
@@ -65,30 +69,14 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
                 x0, y0, x1, y1 = objects[0][1]
                 objects.append(("RBC", (x0, y0, x1, y1 + 1)))  # the first RBC annotated twice
             im.save(bccd / "JPEGImages" / f"{stem}.jpg", quality=92)
-            xml = [
-                "<annotation>",
-                "\t<folder>JPEGImages</folder>",
-                f"\t<filename>{stem}.jpg</filename>",
-                f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>",
-            ]
-            for k, (name, (x0, y0, x1, y1)) in enumerate(objects):
-                shown = _NAME_FORMATS[(i + k) % len(_NAME_FORMATS)].format(name)
-                xml.append(
-                    f"\t<object>\n\t\t<name>{shown}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n"
-                    f"\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>\n\t\t\t<ymax>{y1}</ymax>\n"
-                    "\t\t</bndbox>\n\t</object>"
-                )
-            xml.append("</annotation>\n")
-            (bccd / "Annotations" / f"{stem}.xml").write_text("\n".join(xml))
+            xml = f"<annotation>\n\t<filename>{stem}.jpg</filename>\n"
+            xml += f"\t<size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n"
+            for k, (name, box) in enumerate(objects):
+                xml += _OBJECT.format(_NAME_FORMATS[(i + k) % len(_NAME_FORMATS)].format(name), *box)
+            (bccd / "Annotations" / f"{stem}.xml").write_text(xml + "</annotation>\n")
         cut = int(0.75 * n_images)
-        main = bccd / "ImageSets" / "Main"
-        for split, names in (
-            ("trainval", stems[:cut]),
-            ("train", stems[:cut]),
-            ("val", []),
-            ("test", stems[cut:]),
-        ):
-            (main / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
+        for split, names in (("trainval", stems[:cut]), ("train", stems[:cut]), ("test", stems[cut:])):
+            (bccd / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
 
     return atomic_dir(Path(root) / "BCCD", write)
 
