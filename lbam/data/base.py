@@ -272,13 +272,13 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], 
 
 
 def channel_stats(
-    images: torch.Tensor, indices: torch.Tensor, chunk: int = 512
+    images: torch.Tensor, idx: torch.Tensor, chunk: int = 512
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of ``images[indices]`` (uint8 N×3×H×W), exact: from the
+    """Per-channel mean and std in [0, 1] units of ``images[idx]`` (uint8 N×3×H×W), exact: from the
     histogram of the 256 byte values (in float64), which is also faster than summing floats."""
     hist = torch.zeros(3, 256, dtype=torch.float64)
-    for i in range(0, len(indices), chunk):
-        x = images[indices[i : i + chunk]]
+    for i in range(0, len(idx), chunk):
+        x = images[idx[i : i + chunk]]
         for c in range(3):
             hist[c] += torch.bincount(x[:, c].reshape(-1), minlength=256).double()
     value = torch.arange(256, dtype=torch.float64) / 255
@@ -297,7 +297,7 @@ class DataModule(pl.LightningDataModule):
     (sample ids in loader order), ``mean`` and ``std`` (per channel, of the training samples) and the
     loaders. Only :meth:`prepare_data` downloads. A problem the user can fix raises :class:`DataError`.
 
-    Subclasses set ``name``, ``classes``, ``urls`` and define ``dataset_dir()``, ``_exists()``, ``_fetch()``,
+    Subclasses set ``name``, ``classes``, ``urls``, ``required`` and define ``dataset_dir()``, ``_fetch()``,
     ``_source_files()`` (fingerprinted for the cache), ``_index()`` (a cheap :class:`Index`: no pixel decoded)
     and ``_decode(index)`` (``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``, cached on disk).
     """
@@ -308,6 +308,7 @@ class DataModule(pl.LightningDataModule):
     urls: tuple[str, ...] = ()
     flips: tuple[int, ...] = (-1,)
     rrc_scale: tuple[float, float] | None = None
+    required: tuple[str, ...] = ()  # paths under dataset_dir() that must exist
     metadata: dict  # this and the rest after setup()
     train_ids: list[str]
     val_ids: list[str]
@@ -354,16 +355,16 @@ class DataModule(pl.LightningDataModule):
     def describe(self) -> dict:
         """``_target_`` and the :attr:`DEFINING` constructor arguments: instantiated with a local ``root`` and
         ``cache_dir``, it rebuilds the same test split."""
-        cls = type(self)
-        return {
-            "_target_": f"{cls.__module__}.{cls.__qualname__}",
-            **{k: getattr(self, k) for k in self.DEFINING},
-        }
+        target = f"{type(self).__module__}.{type(self).__qualname__}"
+        return {"_target_": target, **{k: getattr(self, k) for k in self.DEFINING}}
 
     @property
     def stored_size(self) -> int:
         """Side of the cached square images (larger than ``image_size`` when training crops from them)."""
         return self.image_size
+
+    def _exists(self) -> bool:
+        return all((self.dataset_dir() / p).exists() for p in self.required)
 
     def prepare_data(self) -> None:
         if not self._exists():

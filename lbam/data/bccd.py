@@ -148,15 +148,13 @@ class BCCDDataModule(DataModule):
     classes = CLASS_NAMES
     urls = (BCCD_URL,)
     flips = (-1, -2)  # cells have no orientation: both flips are label-preserving
+    required = ("Annotations", "JPEGImages")
 
     def __init__(self, root="data", image_size: int = 128, train_size: int | float = 4000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
     def dataset_dir(self) -> Path:
         return self.root / "BCCD"
-
-    def _exists(self) -> bool:
-        return (self.dataset_dir() / "Annotations").is_dir() and (self.dataset_dir() / "JPEGImages").is_dir()
 
     def _fetch(self) -> None:
         download.install(

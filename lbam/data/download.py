@@ -122,13 +122,9 @@ def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
 
 
 def install(
-    name: str,
-    sources: Sequence[Source],
-    target: Path,
-    pick: Callable[[Path], Path] = lambda staging: staging,
-    check: Callable[[Path], None] = lambda folder: None,
-    timeout: float = TIMEOUT_S,
-) -> Path:
+    name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path] = lambda staging: staging,
+    check: Callable[[Path], None] = lambda folder: None, timeout: float = TIMEOUT_S,
+) -> Path:  # fmt: skip
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a

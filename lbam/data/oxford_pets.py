@@ -24,9 +24,9 @@ CLASS_NAMES = ("cat", "dog")
 CROP_FRACTION = 0.875
 
 
-def read_split(annotations: Path, split: str = "trainval") -> list[tuple[str, int]]:
-    """(image id, label) per line of ``annotations/<split>.txt``; label 0 = cat (species 1), 1 = dog (2)."""
-    rows, path = [], annotations / f"{split}.txt"
+def read_trainval(path: Path) -> list[tuple[str, int]]:
+    """(image id, label) per line of ``annotations/trainval.txt``; label 0 = cat (species 1), 1 = dog (2)."""
+    rows = []
     for n, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -61,7 +61,7 @@ def load_rgb(path: Path, side: int) -> Image.Image:
 def index_pets(base: Path) -> Index:
     """The trainval list, with missing and empty image files skipped (no pixel decoded)."""
     ids, labels, skipped = [], [], []
-    rows = sorted(read_split(base / "annotations"))
+    rows = sorted(read_trainval(base / "annotations" / "trainval.txt"))
     for image_id, label in rows:
         path = base / "images" / f"{image_id}.jpg"
         if image_id in ids[-1:]:
@@ -101,6 +101,7 @@ class OxfordPetsDataModule(DataModule):
     urls = tuple(s.url for s in PETS_SOURCES)
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
+    required = ("images", "annotations/trainval.txt")
 
     def __init__(self, root="data", image_size: int = 224, train_size: int | float = 3000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
@@ -112,12 +113,12 @@ class OxfordPetsDataModule(DataModule):
     def dataset_dir(self) -> Path:
         return self.root / "oxford-iiit-pet"
 
-    def _exists(self) -> bool:
-        d = self.dataset_dir()
-        return (d / "images").is_dir() and (d / "annotations" / "trainval.txt").is_file()
-
     def _fetch(self) -> None:
-        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=_check_pets)
+        def check(folder: Path) -> None:
+            if not all((folder / p).exists() for p in self.required):
+                raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
+
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=check)
 
     def _source_files(self) -> list[Path]:
         d = self.dataset_dir()
@@ -128,10 +129,3 @@ class OxfordPetsDataModule(DataModule):
 
     def _decode(self, index: Index) -> dict:
         return decode_pets(self.dataset_dir(), index, self.stored_size)
-
-
-def _check_pets(folder: Path) -> None:
-    if not (folder / "annotations" / "trainval.txt").is_file() or not (folder / "images").is_dir():
-        raise OSError(
-            f"Oxford-IIIT Pet archives incomplete in {folder}: need images/ and annotations/trainval.txt"
-        )
