@@ -143,7 +143,7 @@ def test_subset_keeps_rare_classes():
         ({"train_size": 1}, r"1 train \(>= 2\)"),
         ({"train_size": 100, "test_size": 5000}, r"100 train \(>= 2\) \+ 5000 test"),
         ({"train_subset": 10_000}, r"train_subset=10000 is larger than the training split \(\d+ samples\)"),
-        ({"train_subset": 3, "val_size": 2}, r"val_size=2 leaves 1 of 3 training samples"),
+        ({"train_subset": 3, "val_size": 2}, r"val_size=2 leave 1 train and \d+ test samples"),
         ({"val_size": 0.9999}, r"val_size"),
         ({"train_size": 1.5}, r"train_size as a fraction must lie in \(0, 1\)"),
     ],

@@ -1,5 +1,6 @@
 """The BCCD twin through the real loader: VOC parsing, duplicates, bad files, the cache, the loaders."""
 
+import json
 import shutil
 import xml.etree.ElementTree as ET
 
@@ -46,6 +47,23 @@ def test_twin_parsed_with_varied_whitespace_and_class_mix(bccd):
     # the images differ in class mix, so the image-level split has strata to balance
     mixes = {tuple(sorted(n for i, n in boxes if i.startswith(f"BloodImage_{k:05d}#"))) for k in range(40)}
     assert len(mixes) > 10
+
+
+def test_interface_before_and_after_setup(bccd, tmp_path):
+    fresh = SyntheticBCCDDataModule(root=tmp_path / "nowhere", cache_dir=tmp_path / "cache", val_size=0.2)
+    assert (fresh.name, fresh.is_synthetic, fresh.num_classes) == ("synthetic_bccd", True, 3)
+    assert fresh.class_names == ["WBC", "RBC", "Platelets"] and not (tmp_path / "nowhere").exists()
+    spec = fresh.describe()
+    assert spec["_target_"] == "lbam.data.synthetic.SyntheticBCCDDataModule"
+    assert spec["split_by"] == "image" and spec["drop_duplicates"] is True and spec["train_subset"] is None
+    assert not {"root", "cache_dir", "num_workers", "pin_memory", "download"} & set(spec)
+    m = json.loads(json.dumps(bccd.metadata))  # JSON-serialisable as it is
+    assert m["class_counts"]["test"] == bccd.metadata["class_counts"]["test"]
+    ids = bccd.train_ids + bccd.val_ids + bccd.test_ids
+    assert len(ids) == len(set(ids)) == m["n_total"]
+    assert [len(bccd.mean), len(bccd.std)] == [3, 3] and all(0 < v < 1 for v in bccd.mean + bccd.std)
+    targets = torch.cat([y for _, y in bccd.test_dataloader()]).tolist()
+    assert targets == [bccd.labels[bccd.ids.index(i)].item() for i in bccd.test_ids]  # loader order
 
 
 def test_twin_duplicate_is_found_and_dropped(bccd, data_cache):

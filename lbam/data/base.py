@@ -180,10 +180,7 @@ def plan_split(
             f"{n_test if n_test is not None else '>= 1'} test samples but {total} are usable; {fix}"
         )
     train, test = two_way(np.arange(total), n_train, n_test, split_seed)
-    train_split = train
-    if len(test) == 0:
-        raise DataError(f"{name}: train_size={train_size!r} leaves no test samples of {total}; {fix}")
-    seed = [split_seed, 1]
+    train_split, seed = train, [split_seed, 1]
     if train_subset is not None:
         if train_subset > len(train):
             raise DataError(
@@ -197,10 +194,10 @@ def plan_split(
     if n_val:
         val, _ = two_way(train, n_val, None, seed)
         train = np.setdiff1d(train, val)
-    if len(train) < 2:
+    if len(train) < 2 or len(test) < 1:  # whole images can overshoot a target
         raise DataError(
-            f"{name}: val_size={val_size!r} leaves {len(train)} of {len(train) + len(val)} training "
-            "samples (at least 2 are needed); use a smaller val_size"
+            f"{name}: train_size={train_size!r}, test_size={test_size!r}, val_size={val_size!r} leave {len(train)} "
+            f"train and {len(test)} test samples of {total} (at least 2 and 1 are needed); use smaller sizes"
         )
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "train_split": train_split}
 
