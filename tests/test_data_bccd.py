@@ -1,10 +1,12 @@
-"""Real BCCD (from LBAM_DATA_DIR or ../shared/data): counts, skipped boxes, a deterministic stratified split."""
+"""Real BCCD (from LBAM_DATA_DIR or ../shared/data): counts, skipped and duplicate boxes, the image-level split."""
 
+import numpy as np
 import pytest
 import torch
 
-from lbam.data import BCCDDataModule
-from lbam.data.bccd import CLASS_NAMES, parse_annotation
+from lbam.data import BCCDDataModule, DataError
+from lbam.data.base import plan_split
+from lbam.data.bccd import CLASS_NAMES, index_voc, parse_annotation
 
 pytestmark = pytest.mark.bccd
 RAW = {"RBC": 4155, "WBC": 372, "Platelets": 361}  # every box in the public annotations
@@ -12,16 +14,27 @@ SIZE = 32  # small crops keep the session cache cheap; the split does not depend
 
 
 def make(root, cache, **kw):
-    kw = {"image_size": SIZE, "batch_size": 256, **kw}
-    return BCCDDataModule(root=root, cache_dir=cache, **kw)
+    return BCCDDataModule(root=root, cache_dir=cache, **{"image_size": SIZE, "batch_size": 256, **kw})
+
+
+def ready(root, cache, **kw):
+    dm = make(root, cache, **kw)
+    with pytest.warns(UserWarning, match=r"bccd: skipped 2 item\(s\)"):
+        dm.setup()
+    return dm
 
 
 @pytest.fixture(scope="module")
 def dm(bccd_root, data_cache):
-    with pytest.warns(UserWarning, match=r"bccd: skipped 2 item\(s\)"):
-        module = make(bccd_root, data_cache)
-        module.setup()
-    return module
+    return ready(bccd_root, data_cache)
+
+
+@pytest.fixture(scope="module")
+def index(bccd_root):
+    idx = index_voc(bccd_root / "BCCD")
+    dup = {d["id"] for d in idx.duplicates}
+    keep = [k for k, i in enumerate(idx.ids) if i not in dup]
+    return idx, [idx.ids[k] for k in keep], idx.labels[keep]
 
 
 def test_annotations_hold_4888_boxes(bccd_root):
@@ -30,56 +43,78 @@ def test_annotations_hold_4888_boxes(bccd_root):
     assert {c: names.count(c) for c in RAW} == RAW
 
 
-def test_crops_classes_and_skipped(dm):
-    assert dm.name == "bccd" and not dm.is_synthetic
-    assert dm.class_names == list(CLASS_NAMES) and dm.num_classes == 3
-    assert dm.images.shape == (4886, 3, SIZE, SIZE) and dm.images.dtype == torch.uint8
-    assert dm.metadata["skipped"] == 2
-    assert sorted(s["id"] for s in dm.metadata["skipped_items"]) == [
-        "BloodImage_00338#12",
-        "BloodImage_00343#3",
+def test_index_skips_two_degenerate_boxes_and_finds_seven_duplicates(index):
+    idx, ids, _ = index
+    assert idx.n_sources == 364 and len(idx.ids) == 4886
+    assert idx.skipped == [
+        {"id": "BloodImage_00338#12", "reason": "empty box after clipping to the image"},
+        {"id": "BloodImage_00343#3", "reason": "empty box after clipping to the image"},
     ]
-    totals = [sum(dm.class_counts[s][c] for s in ("train", "val", "test")) for c in range(3)]
-    # both degenerate boxes are RBC
-    assert dict(zip(CLASS_NAMES, totals)) == {"WBC": 372, "RBC": 4153, "Platelets": 361}
+    assert len(idx.duplicates) == 7 and all(d["iou"] > 0.9 for d in idx.duplicates)
+    by_id = dict(zip(idx.ids, idx.labels.tolist()))
+    for d in idx.duplicates:  # same image, same label (all RBC)
+        assert d["id"].split("#")[0] == d["of"].split("#")[0]
+        assert by_id[d["id"]] == by_id[d["of"]] == CLASS_NAMES.index("RBC")
+    assert len(ids) == 4879
 
 
-def test_split_sizes_and_stratification(dm):
+def test_default_split_is_by_image_near_4000_train_crops(dm):
     m = dm.metadata
-    assert (m["n_train"], m["n_val"], m["n_test"]) == (4000, 0, 886)
-    counts = torch.bincount(dm.labels, minlength=3)
+    assert m["split_by"] == "image" and m["drop_duplicates"] and m["duplicates"] == 7
+    assert m["n_total"] == 4879 and m["n_train"] + m["n_test"] == 4879 and m["n_val"] == 0
+    assert abs(m["n_train"] - 4000) <= 15  # half the largest image (30 boxes)
+    train_images = {i.split("#")[0] for i in dm.train_ids}
+    test_images = {i.split("#")[0] for i in dm.test_ids}
+    assert not train_images & test_images
+    assert len(train_images) + len(test_images) == 364 == m["n_images"]
+    assert m["images"] == {"train": len(train_images), "val": 0, "test": len(test_images)}
+    totals = [sum(m["class_counts"][s][c] for s in ("train", "test")) for c in range(3)]
+    assert dict(zip(CLASS_NAMES, totals)) == {"WBC": 372, "RBC": 4146, "Platelets": 361}
+    share = np.array(totals) / sum(totals)
+    assert np.abs(np.array(m["class_counts"]["test"]) / m["n_test"] - share).max() < 0.01
+
+
+def test_no_image_on_two_sides_for_many_seeds(index):
+    _, ids, labels = index
+    kw = {"name": "bccd", "split_by": "image", "train_size": 4000, "test_size": None}
+    for seed in range(40):
+        p = plan_split(labels, ids, split_seed=seed, val_size=0.1, **kw)
+        sides = [{ids[i].split("#")[0] for i in p[k]} for k in ("train", "val", "test")]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2]), seed
+        assert abs(len(p["train_split"]) - 4000) <= 15
+        assert abs(len(p["val"]) - 0.1 * len(p["train_split"])) <= 15
+
+
+def test_crop_split_reproduces_the_old_sizes(bccd_root, data_cache):
+    dm = ready(bccd_root, data_cache, split_by="crop", drop_duplicates=False)
+    m = dm.metadata
+    assert (m["n_train"], m["n_test"]) == (4000, 886)
+    counts = torch.bincount(dm.labels, minlength=3).double()
     for split, n in (("train", 4000), ("test", 886)):
-        expected = counts.double() * n / len(dm.labels)
-        got = torch.tensor(dm.class_counts[split], dtype=torch.float64)
-        assert (got - expected).abs().max() <= 1, (split, got, expected)
-
-
-def test_no_overlap_and_everything_used(dm):
-    train = {dm.ids[i] for i in dm.split_indices["train"].tolist()}
-    test = set(dm.test_ids)
-    assert not train & test
-    assert len(train | test) == len(dm.ids) == len(set(dm.ids))
+        got = torch.tensor(m["class_counts"][split], dtype=torch.float64)
+        assert (got - counts * n / len(dm.labels)).abs().max() <= 1
+    assert m["images"]["test"] > 300  # crops of most smears on both sides: why it is not the default
 
 
 def test_split_is_deterministic_and_seeded(dm, bccd_root, data_cache):
-    again = make(bccd_root, data_cache)
-    with pytest.warns(UserWarning):
-        again.setup()
-    assert again.cache_hit
-    assert again.test_ids == dm.test_ids
-    assert torch.equal(again.split_indices["train"], dm.split_indices["train"])
-    other = make(bccd_root, data_cache, split_seed=1)
-    with pytest.warns(UserWarning):
-        other.setup()
+    again = ready(bccd_root, data_cache)
+    assert again.cache_hit and again.test_ids == dm.test_ids and again.train_ids == dm.train_ids
+    other = ready(bccd_root, data_cache, split_seed=1)
     assert other.test_ids != dm.test_ids
-    assert other.class_counts == dm.class_counts  # same quotas, different members
-
-
-def test_setup_is_idempotent(dm):
     before = dm.split_indices
     dm.setup("fit")
     dm.setup("test")
     assert dm.split_indices is before
+
+
+def test_subset_leaves_the_test_split_alone(dm, bccd_root, data_cache):
+    for n, seed in ((25, 0), (25, 1), (400, 0)):
+        sub = ready(bccd_root, data_cache, train_subset=n, subset_seed=seed, val_size=0.2)
+        assert sub.test_ids == dm.test_ids
+        assert len(sub.train_ids) + len(sub.val_ids) == n
+        assert set(sub.train_ids + sub.val_ids) <= set(dm.train_ids)
+        assert min(sub.metadata["class_counts"]["train"]) >= 1
+        assert sub.metadata["n_train_split"] == len(dm.train_ids)
 
 
 def test_test_loader_follows_test_ids(dm):
@@ -88,11 +123,26 @@ def test_test_loader_follows_test_ids(dm):
     assert labels.tolist() == [by_id[i] for i in dm.test_ids]
 
 
-def test_fraction_and_too_large_sizes(bccd_root, data_cache):
-    half = make(bccd_root, data_cache, train_size=0.5)
+def test_describe_rebuilds_the_same_test_split(dm, bccd_root, data_cache):
+    from hydra.utils import instantiate
+
+    spec = dm.describe()
+    assert spec["_target_"] == "lbam.data.bccd.BCCDDataModule"
+    assert not {"root", "cache_dir", "num_workers", "pin_memory", "download"} & set(spec)
     with pytest.warns(UserWarning):
-        half.setup()
-    assert (half.metadata["n_train"], half.metadata["n_test"]) == (2443, 2443)
-    too_big = make(bccd_root, data_cache, train_size=5000)
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"4886 are available.*fractions"):
-        too_big.setup()
+        rebuilt = instantiate({**spec, "root": str(bccd_root), "cache_dir": str(data_cache)})
+        rebuilt.setup("test")
+    assert rebuilt.test_ids == dm.test_ids
+
+
+def test_too_large_sizes_fail_before_decoding(bccd_root, tmp_path, monkeypatch):
+    import PIL.ImageFile
+
+    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded an image"))
+    for kw, match in (
+        ({"train_size": 5000}, "4879 are usable"),
+        ({"train_subset": 4500}, "train_subset=4500"),
+    ):
+        with pytest.raises(DataError, match=match):
+            make(bccd_root, tmp_path, **kw).setup()
+    assert not (tmp_path / "bccd").exists()  # no cache built either

@@ -4,8 +4,6 @@ import hashlib
 import io
 import os
 import socket
-import subprocess
-import sys
 import tarfile
 import urllib.request
 import zipfile
@@ -13,14 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from lbam.data import BCCDDataModule, DatasetNotFoundError, OxfordPetsDataModule
+from lbam.data import (
+    BCCDDataModule,
+    DataError,
+    DatasetNotFoundError,
+    OxfordPetsDataModule,
+    SyntheticBCCDDataModule,
+)
 from lbam.data import download as dl
 from lbam.data.__main__ import main as cli_main
 from lbam.data.bccd import BCCD_URL
 from lbam.data.oxford_pets import PETS_SOURCES
 from lbam.data.synthetic import write_bccd
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -39,8 +41,10 @@ def test_offline_download_gives_the_clear_error(tmp_path, offline, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as err:
         dm.prepare_data()
     msg = str(err.value)
-    assert str(tmp_path / "BCCD") in msg and BCCD_URL in msg
+    assert str(tmp_path / "BCCD") in msg and BCCD_URL in msg and "\n" not in msg
     assert f"LBAM_DATA_DIR={tmp_path}" in msg and "Name or service not known" in msg
+    assert "python -m lbam.data download dataset=bccd" in msg
+    assert isinstance(err.value, DataError)
     assert os.listdir(tmp_path) == []  # no partial folder left behind
 
 
@@ -82,30 +86,41 @@ def _tar(path, members):
     return path
 
 
-@pytest.mark.parametrize(
-    "kind",
-    ["dotdot", "absolute", "symlink", "hardlink"],
-)
-def test_unsafe_tar_is_refused(tmp_path, kind):
+def _link(name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+CRAFTED = {
+    "dotdot": [(tarfile.TarInfo("sub/../../evil.txt"), b"x")],
+    "absolute": [(tarfile.TarInfo("/tmp/lbam-evil.txt"), b"x")],
+    "symlink": [_link("link", "../../etc")],
+    "absolute-symlink": [_link("link", "/etc")],
+    "hardlink": [_link("hard", "../evil.txt", tarfile.LNKTYPE)],
+    # each member looks harmless on its own: the link resolves inside, the path is lexically inside
+    "link-then-dotdot": [_link("d", "."), (tarfile.TarInfo("d/../evil.txt"), b"x")],
+    # re-pointing a checked link: c -> sub, a -> c/.. (= root), then c -> . would make a -> outside
+    "relink": [_link("c", "sub"), _link("a", "c/.."), _link("c", "."), (tarfile.TarInfo("a/evil.txt"), b"x")],
+    "device": [(tarfile.TarInfo("dev"), None)],
+}
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["filter", "no-filter"])
+@pytest.mark.parametrize("kind", list(CRAFTED))
+def test_unsafe_tar_is_refused(tmp_path, monkeypatch, kind, data_filter):
+    if not data_filter:  # Python before 3.11.4 has no tarfile data filter: our own checks must hold alone
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    members = [(tarfile.TarInfo("ok.txt"), b"fine"), *CRAFTED[kind]]
+    if kind == "device":
+        members[1][0].type = tarfile.CHRTYPE
     target = tmp_path / "out"
-    target.mkdir()
-    good = tarfile.TarInfo("ok.txt")
-    bad = {
-        "dotdot": tarfile.TarInfo("sub/../../evil.txt"),
-        "absolute": tarfile.TarInfo(str(tmp_path / "evil.txt")),
-        "symlink": tarfile.TarInfo("link"),
-        "hardlink": tarfile.TarInfo("hard"),
-    }[kind]
-    if kind == "symlink":
-        bad.type, bad.linkname = tarfile.SYMTYPE, "../../etc"
-    if kind == "hardlink":
-        bad.type, bad.linkname = tarfile.LNKTYPE, "../evil.txt"
-    archive = _tar(
-        tmp_path / "a.tar", [(good, b"fine"), (bad, None if bad.type != tarfile.REGTYPE else b"x")]
-    )
-    with pytest.raises(dl.UnsafeArchiveError, match="escapes"):
+    archive = _tar(tmp_path / "a.tar", members)
+    with pytest.raises(dl.UnsafeArchiveError, match=r"escapes|device|overwrites") as err:
         dl.safe_extract(archive, target)
-    assert os.listdir(target) == [] and not (tmp_path / "evil.txt").exists()
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/lbam-evil.txt").exists()
+    assert not any(p.name == "evil.txt" for p in tmp_path.rglob("*"))
 
 
 def test_unsafe_zip_is_refused_and_safe_archives_extract(tmp_path):
@@ -116,6 +131,12 @@ def test_unsafe_zip_is_refused_and_safe_archives_extract(tmp_path):
     with pytest.raises(dl.UnsafeArchiveError, match="escapes"):
         dl.safe_extract(bad, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
+    link = zipfile.ZipInfo("link")
+    link.external_attr = 0o120777 << 16  # a symlink, which zipfile would write as a plain file
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(link, "/etc")
+    with pytest.raises(dl.UnsafeArchiveError, match="is a symlink"):
+        dl.safe_extract(bad, tmp_path / "out2")
     good = _tar(tmp_path / "good.tar", [(tarfile.TarInfo("d/ok.txt"), b"fine")])
     dl.safe_extract(good, tmp_path / "out")
     assert (tmp_path / "out" / "d" / "ok.txt").read_bytes() == b"fine"
@@ -166,29 +187,37 @@ def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):
         ro.chmod(0o755)
 
 
-def test_cli_reports_missing_data(tmp_path, monkeypatch, capsys):
+def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LBAM_CACHE_DIR", str(tmp_path / "cache"))
-    assert cli_main(["info", "dataset=bccd"]) == 1
-    err = capsys.readouterr().err
-    assert str(tmp_path / "BCCD") in err and "LBAM_DATA_DIR" in err and BCCD_URL in err
+    cases = [
+        (["info", "dataset=bccd"], 1, [str(tmp_path / "BCCD"), "LBAM_DATA_DIR", BCCD_URL]),
+        (["info", "dataset=synthetic_bccd", "dataset.train_size=5000"], 1, ["train_size=5000", "are usable"]),
+        (["info", "dataset=synthetic_bccd", "dataset.split_seed=-1"], 1, ["split_seed must be an int >= 0"]),
+        (["info", "dataset=synthetic_bccd", "+dataset.bogus=1"], 1, ["invalid dataset config", "bogus"]),
+        (["info", "dataset=nope"], 2, ["Could not find 'dataset/nope'", "usage:"]),
+    ]
+    for argv, code, parts in cases:
+        assert cli_main(argv) == code, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert all(p in err for p in parts), (argv, err)
     assert cli_main(["frobnicate"]) == 2
 
 
-def test_cli_info_prints_counts(tmp_path):
-    env = {**os.environ, "LBAM_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-m", "lbam.data", "info", "dataset=synthetic_bccd", "dataset.val_size=0.1"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    lines = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.strip()}
+def test_cli_info_prints_counts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LBAM_CACHE_DIR", str(tmp_path))
+    assert cli_main(["info", "dataset=synthetic_bccd", "dataset.val_size=0.1"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert lines["dataset"] == ["synthetic_bccd", "(SYNTHETIC)"]
-    assert lines["split"] == ["total", "WBC", "RBC", "Platelets"]
-    n = {s: int(lines[s][0]) for s in ("train", "val", "test")}
-    assert n == {"train": 163, "val": 18, "test": 60}
-    assert lines["skipped"] == ["1"] and str(tmp_path) in lines["cache"][0]
+    assert lines["split"] == ["total", "images", "WBC", "RBC", "Platelets"]
+    dm = SyntheticBCCDDataModule(cache_dir=tmp_path, val_size=0.1)
+    with pytest.warns(UserWarning):
+        dm.setup()
+    m = dm.metadata
+    for split in ("train", "val", "test"):
+        counts = [sum(m["class_counts"][split]), m["images"][split], *m["class_counts"][split]]
+        assert [int(v) for v in lines[split]] == counts and counts[0] > 0
+    assert lines["skipped"] == ["1"] and lines[m["skipped_items"][0]["id"] + ":"][0] == "empty"
+    assert lines["duplicates"] == ["1", "(dropped)"] and str(tmp_path) in lines["cache"][0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -13,35 +14,52 @@ USAGE = "usage: python -m lbam.data {download,info} dataset=bccd|oxford_pets|syn
 def build(overrides: list[str]):
     """Compose ``configs/data.yaml`` with ``overrides`` and instantiate the dataset's DataModule."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+
+    from lbam.data.base import DataError
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="data", overrides=overrides)
-    return instantiate(cfg.dataset, _convert_="all")
+    try:
+        return instantiate(cfg.dataset, _convert_="all")
+    except InstantiationException as e:  # Hydra wraps the constructor's error, e.g. an unknown key
+        cause = e.__cause__
+        raise (
+            cause if isinstance(cause, DataError) else DataError(f"invalid dataset config: {cause}")
+        ) from None
 
 
 def info(dm) -> str:
-    """Human-readable summary: root, per-split and per-class counts, skipped items, cache file."""
+    """Human-readable summary: per-split class counts and images, skipped items and duplicates, the cache."""
     t0 = time.perf_counter()
-    dm.setup()
+    with warnings.catch_warnings():  # the skipped items are listed below
+        warnings.simplefilter("ignore", UserWarning)
+        dm.setup()
     m = dm.metadata
+    subset = f", a subset of {m['train_subset']} (seed {m['subset_seed']})" if m["train_subset"] else ""
     lines = [
         f"dataset   {m['dataset']}" + ("  (SYNTHETIC)" if m["synthetic"] else ""),
         f"root      {m['root']}",
         f"cache     {m['cache']} ({'hit' if dm.cache_hit else 'built'} in {time.perf_counter() - t0:.1f} s)",
-        f"images    {m['image_size']}x{m['image_size']}, {m['n_total']} samples, split seed {m['split_seed']}",
-        f"{'split':<8}{'total':>7}" + "".join(f"{c:>11}" for c in dm.class_names),
+        f"samples   {m['n_total']} from {m['n_images']} images at {m['image_size']}x{m['image_size']}, split "
+        f"by {m['split_by']} (seed {m['split_seed']}); training split {m['n_train_split']}{subset}",
+        f"{'split':<8}{'total':>7}{'images':>8}" + "".join(f"{c:>11}" for c in dm.class_names),
     ]
     for split in ("train", "val", "test"):
         counts = m["class_counts"][split]
-        lines.append(f"{split:<8}{sum(counts):>7}" + "".join(f"{n:>11}" for n in counts))
+        lines.append(
+            f"{split:<8}{sum(counts):>7}{m['images'][split]:>8}" + "".join(f"{n:>11}" for n in counts)
+        )
     lines.append(f"skipped   {m['skipped']}")
     lines += [f"  {s['id']}: {s['reason']}" for s in m["skipped_items"]]
+    lines.append(f"duplicates {m['duplicates']} ({'dropped' if m['drop_duplicates'] else 'kept'})")
+    lines += [f"  {d['id']} repeats {d['of']} (IoU {d['iou']})" for d in m["duplicate_items"]]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lbam.data.download import DatasetNotFoundError, UnsafeArchiveError
+    from lbam.data.base import DataError
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("download", "info"):
@@ -55,14 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dm.name}: ready at {dm.dataset_dir().resolve()}")
         else:
             print(info(build(overrides)))
-    except (DatasetNotFoundError, UnsafeArchiveError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # Hydra: unknown dataset or bad override syntax
-        if type(e).__module__.startswith(("hydra", "omegaconf")):
-            print(f"error: {e}\n{USAGE}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as e:
+        hydra = type(e).__module__.startswith(("hydra", "omegaconf"))  # unknown dataset, bad override syntax
+        if not (hydra or isinstance(e, DataError | OSError)):
+            raise
+        print(f"error: {str(e).strip().splitlines()[0]}" + (f" ({USAGE})" if hydra else ""), file=sys.stderr)
+        return 2 if hydra else 1
     return 0
 
 

@@ -1,10 +1,11 @@
-"""Shared DataModule machinery: size checks, stratified split, in-memory uint8 batches, cheap augmentation."""
+"""The DataModule interface that the runner and the report read, its split planner, its in-memory loaders."""
 
 from __future__ import annotations
 
 import math
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,57 +16,190 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from lbam.data import cache
 
+# A dataset whose unusable source files exceed this fraction is refused rather than silently shrunk.
+MAX_BAD_FRACTION = 0.05
+# Group strata count each minority class per image up to this cap (BCCD: 0-3+ WBC, 0-3+ platelets).
+STRATUM_CAP = 3
+SPLIT_BY = ("image", "crop")
+
+
+class DataError(RuntimeError):
+    """A data problem the user can fix. Its message is one line: what, where, and how to fix it."""
+
+
+class DatasetNotFoundError(DataError):
+    """A dataset is neither on disk nor downloadable."""
+
+
+def missing_message(name: str, expected: Path, urls, reason: str = "") -> str:
+    """The one-line error for a dataset that is missing and could not be fetched."""
+    env = os.environ.get("LBAM_DATA_DIR")
+    return (
+        f"dataset '{name}' not found at {Path(expected).resolve()}" + (f" ({reason})" if reason else "")
+        + f": download it when online with `python -m lbam.data download dataset={name}` (source: "
+        + ", ".join(urls) + "), or point LBAM_DATA_DIR at the folder that contains it "
+        + (f"(now LBAM_DATA_DIR={env})" if env else "(LBAM_DATA_DIR is not set)")
+    )  # fmt: skip
+
+
+@dataclass
+class Index:
+    """What a split is planned on, read without decoding a pixel: one entry per usable sample. Skipped items
+    are ``{"id", "reason"}`` (a bare image id: the whole file); duplicates ``{"id", "of", "iou"}``."""
+
+    ids: list[str]
+    labels: np.ndarray
+    n_sources: int  # source images considered
+    boxes: np.ndarray | None = None  # BCCD: one clipped (x0, y0, x1, y1) per sample
+    skipped: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+
+
+def stack(out: dict, side: int) -> dict:
+    """A decoder's lists (``images`` of uint8 3×S×S, ``labels``, ``ids``, ``skipped``) as cacheable tensors."""
+    images = torch.stack(out["images"]) if out["images"] else torch.zeros(0, 3, side, side, dtype=torch.uint8)
+    return {**out, "images": images, "labels": torch.tensor(out["labels"], dtype=torch.int64)}
+
 
 def resolve_size(value: int | float | None, total: int, what: str) -> int | None:
     """An int is a count, a float in (0, 1) a fraction of ``total`` (rounded); None stays None."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be an int count or a fraction in (0, 1), got {value!r}")
+        raise DataError(f"{what} must be an int count or a fraction in (0, 1), got {value!r}")
     if isinstance(value, float) and not value.is_integer():
         if not 0.0 < value < 1.0:
-            raise ValueError(f"{what} as a fraction must lie in (0, 1), got {value}")
+            raise DataError(f"{what} as a fraction must lie in (0, 1), got {value}")
         return round(value * total)
-    n = int(value)
-    if n < 0:
-        raise ValueError(f"{what} must be >= 0, got {n}")
-    return n
+    if int(value) < 0:
+        raise DataError(f"{what} must be >= 0, got {value}")
+    return int(value)
 
 
-def _quotas(counts: np.ndarray, n: int) -> np.ndarray:
-    """Split ``n`` over classes proportionally to ``counts`` (largest remainder, ties to the lower class)."""
-    exact = counts * n / counts.sum()
+def _quotas(counts: np.ndarray, n: int, at_least_one: bool = False) -> np.ndarray:
+    """Split ``n`` over classes in proportion to ``counts`` (largest remainder, ties to the lower class).
+
+    ``at_least_one`` moves one unit from the largest quota to every empty present class while it can."""
+    exact = counts * n / max(counts.sum(), 1)
     q = np.floor(exact).astype(np.int64)
     order = sorted(range(len(counts)), key=lambda c: (-(exact[c] - q[c]), c))
     for c in order[: n - int(q.sum())]:
         q[c] += 1
-    return np.minimum(q, counts)
+    q = np.minimum(q, counts)
+    for c in np.flatnonzero((q == 0) & (counts > 0)) if at_least_one else ():
+        if q.max() > 1:
+            q[np.argmax(q)] -= 1
+            q[c] += 1
+    return q
 
 
-def stratified_split(
-    labels: np.ndarray, n_train: int, n_test: int, n_val: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Deterministic stratified split of sample indices into train/val/test (each sorted ascending).
+def stratified_split(labels, n_first: int, n_second: int | None, seed, at_least_one: bool = False):
+    """Per-sample stratified split: (first, second) index arrays, sorted; ``n_second`` None = the rest.
 
-    Per class, indices are shuffled by one seeded generator (classes in index order), then the first
-    quota goes to train, the next to test; val is carved out of train with the same proportions.
-    Depends only on ``labels`` (in sample order), the sizes and ``seed``.
+    Per class (in index order) one seeded generator shuffles the indices; the first quota goes to
+    ``first``, the next to ``second``. This is the split of the old per-crop default, unchanged."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels) if labels.size else np.zeros(0, np.int64)
+    q1 = _quotas(counts, n_first, at_least_one)
+    q2 = counts - q1 if n_second is None else _quotas(counts - q1, n_second)
+    rng = np.random.default_rng(seed)
+    first, second = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in range(len(counts)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        first.append(idx[: q1[c]])
+        second.append(idx[q1[c] : q1[c] + q2[c]])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def group_split(labels, groups, n_first: int, n_second: int | None, seed):
+    """Split whole groups (source images) so that no group has samples on both sides; (first, second).
+
+    Groups are stratified by their class content: each minority class counted per group up to
+    :data:`STRATUM_CAP` (for BCCD the WBC and platelet counts, since RBC is 85 % of the crops). Within a
+    stratum the groups are shuffled by ``seed`` and spread evenly over [0, 1) from a random offset
+    (systematic sampling); ordering all groups by that position makes every prefix hold each stratum in
+    proportion. ``first`` is the prefix whose sample count is closest to ``n_first``, ``second`` the next
+    groups closest to ``n_second`` (None = all the rest). A positive target always gets one group or more.
     """
     labels = np.asarray(labels)
-    num_classes = int(labels.max()) + 1 if labels.size else 0
-    counts = np.bincount(labels, minlength=num_classes)
-    q_train = _quotas(counts, n_train)
-    q_test = _quotas(counts - q_train, n_test)
-    q_val = _quotas(q_train, n_val)
+    names, g = np.unique(np.asarray(groups), return_inverse=True)
+    content = np.zeros((len(names), int(labels.max()) + 1), np.int64)
+    np.add.at(content, (g, labels), 1)
+    minority = np.argsort(-content.sum(0), kind="stable")[1:]
+    _, stratum = np.unique(np.minimum(content[:, minority], STRATUM_CAP), axis=0, return_inverse=True)
     rng = np.random.default_rng(seed)
-    parts: dict[str, list] = {"train": [], "val": [], "test": []}
-    for c in range(num_classes):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        train = idx[: q_train[c]]
-        parts["test"].append(idx[q_train[c] : q_train[c] + q_test[c]])
-        parts["val"].append(train[: q_val[c]])
-        parts["train"].append(train[q_val[c] :])
-    return {k: np.sort(np.concatenate(v)) if v else np.zeros(0, np.int64) for k, v in parts.items()}
+    pos = np.empty(len(names))
+    for s in range(int(stratum.max()) + 1):
+        members = rng.permutation(np.flatnonzero(stratum.ravel() == s))
+        pos[members] = (np.arange(len(members)) + rng.random()) / len(members)
+    order = np.lexsort((rng.random(len(names)), pos))
+    cum = np.concatenate([[0], np.cumsum(content.sum(1)[order])])
+
+    def cut(start: int, n: int | None) -> int:
+        if n is None:
+            return len(order)
+        k = start + int(np.argmin(np.abs(cum[start:] - cum[start] - n)))
+        return max(k, start + 1) if n > 0 and start < len(order) else k
+
+    k1 = cut(0, n_first)
+    k2 = cut(k1, n_second)
+    return np.flatnonzero(np.isin(g, order[:k1])), np.flatnonzero(np.isin(g, order[k1:k2]))
+
+
+def plan_split(
+    labels, ids, *, name: str, split_by: str, train_size, test_size, val_size, split_seed: int,
+    train_subset: int | None = None, subset_seed: int = 0,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Sorted sample indices of train, val, test and the ``train_split`` (train + val, before a subset),
+    from labels and ids alone: sizes are checked here, before anything is decoded.
+
+    ``split_by="image"`` keeps each source image on one side (:func:`group_split`), ``"crop"`` splits the
+    samples (:func:`stratified_split`); with one sample per image both are the per-sample split. Test depends
+    only on the data, split_by, split_seed and train/test sizes. ``train_subset`` draws a class-stratified
+    subsample of the training split (``subset_seed``); val is carved from it (or from the whole training
+    split), by image when splitting by image.
+    """
+    labels, groups = np.asarray(labels), np.array([i.split("#")[0] for i in ids])  # <image>#<box>
+    total = len(labels)
+    by_image = split_by == "image" and len(set(groups.tolist())) < total
+
+    def two_way(idx: np.ndarray, n1: int, n2: int | None, seed) -> tuple[np.ndarray, np.ndarray]:
+        if by_image:
+            a, b = group_split(labels[idx], groups[idx], n1, n2, seed)
+        else:
+            a, b = stratified_split(labels[idx], n1, n2, seed)
+        return idx[a], idx[b]
+
+    n_train = resolve_size(train_size, total, "train_size")
+    n_test = resolve_size(test_size, total, "test_size")
+    n_rest = total - n_train if n_test is None else n_test
+    fix = "use a smaller count or a fraction, e.g. train_size=0.8"
+    if n_train < 2 or n_rest < 1 or n_train + n_rest > total:
+        raise DataError(
+            f"{name}: train_size={train_size!r}, test_size={test_size!r} ask for {n_train} train (>= 2) + "
+            f"{n_test if n_test is not None else '>= 1'} test samples but {total} are usable; {fix}"
+        )
+    train, test = two_way(np.arange(total), n_train, n_test, split_seed)
+    train_split, seed = train, [split_seed, 1]
+    if train_subset is not None:
+        if train_subset > len(train):
+            raise DataError(
+                f"{name}: train_subset={train_subset} is larger than the training split ({len(train)} "
+                f"samples); use train_subset <= {len(train)} or null"
+            )
+        pick, _ = stratified_split(labels[train], train_subset, 0, subset_seed, at_least_one=True)
+        train, seed = train[pick], [subset_seed, 2]
+    n_val = resolve_size(val_size, len(train), "val_size")
+    val = np.zeros(0, np.int64)
+    if n_val:
+        val, _ = two_way(train, n_val, None, seed)
+        train = np.setdiff1d(train, val)
+    if len(train) < 2 or len(test) < 1:  # whole images can overshoot a target
+        raise DataError(
+            f"{name}: train_size={train_size!r}, test_size={test_size!r}, val_size={val_size!r} leave {len(train)} "
+            f"train and {len(test)} test samples of {total} (at least 2 and 1 are needed); use smaller sizes"
+        )
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "train_split": train_split}
 
 
 def auto_num_workers() -> int:
@@ -135,26 +269,34 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], 
 
 
 def channel_stats(
-    images: torch.Tensor, indices: torch.Tensor, chunk: int = 256
+    images: torch.Tensor, idx: torch.Tensor, chunk: int = 512
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of ``images[indices]`` (uint8 N×3×H×W; chunked)."""
-    s = torch.zeros(3, dtype=torch.float64)
-    ss = torch.zeros(3, dtype=torch.float64)
-    for i in range(0, len(indices), chunk):
-        x = images[indices[i : i + chunk]].float() / 255
-        s += x.sum(dim=(0, 2, 3)).double()
-        ss += x.square_().sum(dim=(0, 2, 3)).double()
-    n = len(indices) * images.shape[-1] * images.shape[-2]
-    mean = s / n
-    std = (ss / n - mean * mean).clamp(min=1e-12).sqrt()
-    return mean.tolist(), std.tolist()
+    """Per-channel mean and std in [0, 1] units of ``images[idx]`` (uint8 N×3×H×W), exact: from the
+    histogram of the 256 byte values (in float64), which is also faster than summing floats."""
+    hist = torch.zeros(3, 256, dtype=torch.float64)
+    for i in range(0, len(idx), chunk):
+        x = images[idx[i : i + chunk]]
+        for c in range(3):
+            hist[c] += torch.bincount(x[:, c].reshape(-1), minlength=256).double()
+    value = torch.arange(256, dtype=torch.float64) / 255
+    n = hist.sum(1)
+    mean = (hist * value).sum(1) / n
+    var = (hist * value * value).sum(1) / n - mean * mean
+    return mean.tolist(), var.clamp(min=1e-12).sqrt().tolist()
 
 
-class CachedImageDataModule(pl.LightningDataModule):
-    """Base: subclasses set ``name``/``classes``, and implement ``dataset_dir``, ``_fetch`` and ``_build``.
+class DataModule(pl.LightningDataModule):
+    """The declared interface of a dataset, the one thing the runner and the report read from it.
 
-    ``_build()`` decodes the source into ``{"images": uint8 N×3×S×S, "labels": int64 N, "ids": [str],
-    "skipped": [{"id", "reason"}]}`` and is called only on a cache miss.
+    Right after ``__init__`` (no data read): ``name``, ``is_synthetic``, ``class_names``, ``num_classes``
+    and :meth:`describe`. After :meth:`setup` (idempotent, fixed-seed split): ``metadata`` (JSON-
+    serialisable; ``root`` and ``cache`` are its only machine paths), ``train_ids``, ``val_ids``, ``test_ids``
+    (sample ids in loader order), ``mean`` and ``std`` (per channel, of the training samples) and the
+    loaders. Only :meth:`prepare_data` downloads. A problem the user can fix raises :class:`DataError`.
+
+    Subclasses set ``name``, ``classes``, ``urls``, ``required`` and define ``dataset_dir()``, ``_fetch()``,
+    ``_source_files()`` (fingerprinted for the cache), ``_index()`` (a cheap :class:`Index`: no pixel decoded)
+    and ``_decode(index)`` (``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``, cached on disk).
     """
 
     name: str = ""
@@ -163,169 +305,161 @@ class CachedImageDataModule(pl.LightningDataModule):
     urls: tuple[str, ...] = ()
     flips: tuple[int, ...] = (-1,)
     rrc_scale: tuple[float, float] | None = None
+    required: tuple[str, ...] = ()  # paths under dataset_dir() that must exist
+    metadata: dict  # this and the rest after setup()
+    train_ids: list[str]
+    val_ids: list[str]
+    test_ids: list[str]
+    mean: list[float]
+    std: list[float]
+    # The constructor arguments that define the data and its split (the others say where it lives and how
+    # it is loaded on this machine: root, cache_dir, num_workers, pin_memory, download).
+    DEFINING = ("image_size", "train_size", "test_size", "val_size", "split_by", "split_seed",
+                "drop_duplicates", "train_subset", "subset_seed", "batch_size")  # fmt: skip
 
     def __init__(
-        self,
-        root: str | Path = "data",
-        cache_dir: str | Path = "data/.cache",
-        image_size: int = 128,
-        train_size: int | float = 0.8,
-        test_size: int | float | None = None,
-        val_size: int | float = 0,
-        split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int | None = 0,
-        pin_memory: bool | None = None,
-        download: bool = False,
-    ):
+        self, root: str | Path = "data", cache_dir: str | Path = "data/.cache", image_size: int = 128,
+        train_size: int | float = 0.8, test_size: int | float | None = None, val_size: int | float = 0,
+        split_by: str = "image", split_seed: int = 0, drop_duplicates: bool = True,
+        train_subset: int | None = None, subset_seed: int = 0, batch_size: int = 64,
+        num_workers: int | None = 0, pin_memory: bool | None = None, download: bool = False,
+    ):  # fmt: skip
         super().__init__()
-        for key, value, low in (("image_size", image_size, 8), ("batch_size", batch_size, 1)):
+        num_workers = auto_num_workers() if num_workers is None else num_workers
+        ints = {"image_size": (image_size, 8), "batch_size": (batch_size, 2), "split_seed": (split_seed, 0),
+                "subset_seed": (subset_seed, 0), "num_workers": (num_workers, 0)}  # fmt: skip
+        if train_subset is not None:
+            ints["train_subset"] = (train_subset, 1)
+        for key, (value, low) in ints.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{key} must be an int >= {low}, got {value!r}")
-        if num_workers is None:
-            num_workers = auto_num_workers()
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0 or null (auto), got {num_workers!r}")
+                raise DataError(f"{self.name}: {key} must be an int >= {low}, got {value!r}")
+        if split_by not in SPLIT_BY:
+            raise DataError(f"{self.name}: split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
+        if not isinstance(drop_duplicates, bool):
+            raise DataError(f"{self.name}: drop_duplicates must be true or false, got {drop_duplicates!r}")
         for key, value in (("train_size", train_size), ("test_size", test_size), ("val_size", val_size)):
-            resolve_size(value, 1, key)  # type check early; bounds need the data
-        self.root = Path(root)
-        self.cache_dir = Path(cache_dir)
-        self.image_size = image_size
+            resolve_size(value, 1, f"{self.name}: {key}")  # types now; bounds need the index
+        self.root, self.cache_dir = Path(root), Path(cache_dir)
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.train_size, self.test_size, self.val_size = train_size, test_size, val_size
-        self.split_seed = int(split_seed)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.split_by, self.split_seed, self.drop_duplicates = split_by, split_seed, drop_duplicates
+        self.train_subset, self.subset_seed = train_subset, subset_seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.download = bool(download)
-        self.class_names = list(self.classes)
-        self.num_classes = len(self.class_names)
+        self.class_names, self.num_classes = list(self.classes), len(self.classes)
         self._ready = False
 
-    # --- to implement -------------------------------------------------------------------------------
-    def dataset_dir(self) -> Path:
-        """The dataset folder under ``root`` (e.g. root/BCCD)."""
-        raise NotImplementedError
-
-    def _exists(self) -> bool:
-        raise NotImplementedError
-
-    def _fetch(self) -> None:
-        """Download the dataset into ``dataset_dir()``."""
-        raise NotImplementedError
-
-    def _source_files(self) -> list[Path]:
-        raise NotImplementedError
-
-    def _build(self) -> dict:
-        raise NotImplementedError
+    def describe(self) -> dict:
+        """``_target_`` and the :attr:`DEFINING` constructor arguments: instantiated with a local ``root`` and
+        ``cache_dir``, it rebuilds the same test split."""
+        target = f"{type(self).__module__}.{type(self).__qualname__}"
+        return {"_target_": target, **{k: getattr(self, k) for k in self.DEFINING}}
 
     @property
     def stored_size(self) -> int:
         """Side of the cached square images (larger than ``image_size`` when training crops from them)."""
         return self.image_size
 
-    # --- Lightning hooks ----------------------------------------------------------------------------
+    def _exists(self) -> bool:
+        return all((self.dataset_dir() / p).exists() for p in self.required)
+
     def prepare_data(self) -> None:
-        if self._exists():
-            return
-        if not self.download:
-            raise self._missing("download=False")
-        self._fetch()
+        if not self._exists():
+            if not self.download:
+                raise self._missing("download=False")
+            self._fetch()
 
-    def _missing(self, reason: str):
-        from lbam.data.download import DatasetNotFoundError, missing_message
-
+    def _missing(self, reason: str) -> DatasetNotFoundError:
         return DatasetNotFoundError(missing_message(self.name, self.dataset_dir(), self.urls, reason))
 
+    def _check_skipped(self, skipped: list[dict], n_sources: int) -> None:
+        bad = [s for s in skipped if "#" not in s["id"]]  # whole source files
+        if bad and len(bad) > MAX_BAD_FRACTION * n_sources:
+            raise DataError(
+                f"{self.name}: {len(bad)} of {n_sources} source images in {self.dataset_dir()} are unusable "
+                f"(more than {MAX_BAD_FRACTION:.0%}), e.g. {bad[0]['id']}: {bad[0]['reason']}; restore the "
+                f"dataset (delete the folder and run `python -m lbam.data download dataset={self.name}`)"
+            )
+
+    def _plan(self, ids: list[str], labels) -> dict[str, np.ndarray]:
+        kwargs = {
+            k: getattr(self, k)
+            for k in self.DEFINING
+            if k not in ("image_size", "batch_size", "drop_duplicates")
+        }
+        return plan_split(labels, ids, name=self.name, **kwargs)
+
     def setup(self, stage: str | None = None) -> None:
+        """Index the source (cheap), plan the split (sizes checked), then load or build the decoded cache."""
         if self._ready:
             return
         if not self._exists():
-            raise self._missing("run prepare_data() or the download command first")
-        key = {
-            "dataset": self.name,
-            "source": cache.fingerprint(self._source_files(), self.dataset_dir()),
-            "size": self.stored_size,
-        }
+            raise self._missing("")
+        index = self._index()
+        self._check_skipped(index.skipped, index.n_sources)
+        dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
+        planned = [i for i in index.ids if i not in dropped]
+        plan = self._plan(planned, index.labels[[i not in dropped for i in index.ids]])  # before any decoding
+        source = cache.fingerprint(self._source_files(), self.dataset_dir())
+        key = {"dataset": self.name, "source": source, "size": self.stored_size}
         self.cache_file = cache.cache_path(self.cache_dir, self.name, key)
-        data, self.cache_hit = cache.load_or_build(self.cache_file, self._build)
+        data, self.cache_hit = cache.load_or_build(self.cache_file, lambda: self._decode(index))
         self.images, self.labels, self.ids = data["images"], data["labels"], list(data["ids"])
-        self.skipped = list(data["skipped"])
+        self.skipped = index.skipped + list(data["skipped"])  # + images whose pixels could not be decoded
+        self._check_skipped(self.skipped, index.n_sources)
         if self.skipped:
-            warnings.warn(self._skip_warning(), stacklevel=2)
-        self._split()
+            items = ", ".join(f"{s['id']} ({s['reason']})" for s in self.skipped[:20])
+            more = f" and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""
+            warnings.warn(f"{self.name}: skipped {len(self.skipped)} item(s): {items}{more}", stacklevel=2)
+        keep = np.array([k for k, i in enumerate(self.ids) if i not in dropped], dtype=np.int64)
+        if [self.ids[k] for k in keep] != planned:  # decoding dropped images: plan on what is left
+            plan = self._plan([self.ids[k] for k in keep], self.labels.numpy()[keep])
+        n_train_split = len(plan.pop("train_split"))
+        self.split_indices = {k: torch.from_numpy(keep[v]) for k, v in plan.items()}
+        self._describe(index, len(keep), n_train_split)
         self._ready = True
 
-    def _skip_warning(self) -> str:
-        items = ", ".join(f"{s['id']} ({s['reason']})" for s in self.skipped[:20])
-        more = f" and {len(self.skipped) - 20} more" if len(self.skipped) > 20 else ""
-        return f"{self.name}: skipped {len(self.skipped)} item(s): {items}{more}"
-
-    def _split(self) -> None:
-        total = len(self.labels)
-        n_train = resolve_size(self.train_size, total, "train_size")
-        n_test = resolve_size(self.test_size, total, "test_size")
-        n_test = max(total - n_train, 0) if n_test is None else n_test
-        if n_train < 1 or n_test < 1 or n_train + n_test > total:
-            raise ValueError(
-                f"{self.name}: train_size={self.train_size!r}, test_size={self.test_size!r} ask for {n_train} "
-                f"train + {n_test} test samples (both >= 1) but {total} are available "
-                f"({len(self.skipped)} skipped); use fractions instead, e.g. train_size=0.8."
-            )
-        n_val = resolve_size(self.val_size, n_train, "val_size")
-        if n_val >= n_train:
-            raise ValueError(
-                f"{self.name}: val_size={self.val_size!r} leaves no training samples of {n_train}"
-            )
-        self.split_indices = {
-            k: torch.from_numpy(v)
-            for k, v in stratified_split(self.labels.numpy(), n_train, n_test, n_val, self.split_seed).items()
-        }
-        self.mean, self.std = channel_stats(self.images, self.split_indices["train"])
-        self.class_counts = {
-            k: torch.bincount(self.labels[v], minlength=self.num_classes).tolist()
-            for k, v in self.split_indices.items()
-        }
-        self.test_ids = [self.ids[i] for i in self.split_indices["test"].tolist()]
-        if n_val:
+    def _describe(self, index: Index, n_usable: int, n_train_split: int) -> None:
+        split = self.split_indices
+        ids = {k: [self.ids[i] for i in v.tolist()] for k, v in split.items()}
+        self.train_ids, self.val_ids, self.test_ids = ids["train"], ids["val"], ids["test"]
+        self.mean, self.std = channel_stats(self.images, split["train"])
+        if len(split["val"]):
             # Defined only with a validation split, so Lightning runs no validation loop otherwise.
             self.val_dataloader = self._val_dataloader
         self.metadata = {
             "dataset": self.name,
             "synthetic": self.is_synthetic,
             "root": str(self.root.resolve()),
-            "image_size": self.image_size,
-            "split_seed": self.split_seed,
-            "n_total": total,
-            "n_train": len(self.split_indices["train"]),
-            "n_val": len(self.split_indices["val"]),
-            "n_test": len(self.split_indices["test"]),
+            "cache": str(self.cache_file.resolve()),
+            **{k: v for k, v in self.describe().items() if k not in ("_target_", "batch_size")},
             "class_names": list(self.class_names),
-            "class_counts": self.class_counts,
+            "n_total": n_usable,
+            **{f"n_{k}": len(v) for k, v in split.items()},
+            "n_train_split": n_train_split,  # the training split that val and a train_subset come from
+            "class_counts": {
+                k: torch.bincount(self.labels[v], minlength=self.num_classes).tolist()
+                for k, v in split.items()
+            },
+            "n_images": index.n_sources,
+            "images": {k: len({i.split("#")[0] for i in v}) for k, v in ids.items()},
             "skipped": len(self.skipped),
             "skipped_items": self.skipped,
-            "cache": str(self.cache_file.resolve()),
+            "duplicates": len(index.duplicates),
+            "duplicate_items": index.duplicates,
             "mean": self.mean,
             "std": self.std,
         }
 
-    # --- loaders ------------------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
-        ds = BatchTensorDataset(
-            self.images,
-            self.labels,
-            self.split_indices[split],
-            self.mean,
-            self.std,
-            crop=self.image_size,
-            train=train,
-            flips=self.flips,
-            rrc_scale=self.rrc_scale,
-        )
+        ds = BatchTensorDataset(self.images, self.labels, self.split_indices[split], self.mean, self.std,
+                                crop=self.image_size, train=train, flips=self.flips, rrc_scale=self.rrc_scale)  # fmt: skip
         sampler = RandomSampler(ds) if train else SequentialSampler(ds)
+        # A training batch of one breaks batch norm: drop a last batch of one (it returns in another epoch).
+        drop_last = train and len(ds) % self.batch_size == 1
         return DataLoader(
             ds,
-            sampler=BatchSampler(sampler, self.batch_size, drop_last=False),
+            sampler=BatchSampler(sampler, self.batch_size, drop_last=drop_last),
             batch_size=None,  # the dataset returns whole batches
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
+from lbam.io import atomic_write
+
 # Bump when preprocessing changes so old caches are never reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+KEYS = ("images", "labels", "ids", "skipped")
 
 
 def fingerprint(files: Iterable[Path], root: Path) -> str:
@@ -31,17 +34,20 @@ def cache_path(cache_dir: Path, name: str, key: dict) -> Path:
 
 
 def load_or_build(path: Path, build: Callable[[], dict]) -> tuple[dict, bool]:
-    """Load the cached dict at ``path`` or build it and write it atomically; returns (data, was_cached)."""
+    """Load the cached dict at ``path``, or build it and write it atomically; returns (data, was_cached).
+
+    A cache file that cannot be read (truncated, zero bytes, not a cache) is rebuilt with a warning."""
     if path.exists():
-        return torch.load(path, weights_only=True), True
+        try:
+            data = torch.load(path, weights_only=True)
+            if isinstance(data, dict) and all(k in data for k in KEYS):
+                return data, True
+            problem = "not a cache of this version"
+        except Exception as e:  # any unreadable file: the cache is only ever a copy of the source
+            problem = f"{type(e).__name__}: {e}".splitlines()[0]
+        warnings.warn(f"rebuilding the corrupt data cache {path} ({problem})", stacklevel=3)
     data = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    atomic_write(path, buffer.getbuffer())
     return data, False

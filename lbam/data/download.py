@@ -15,17 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbam.data.base import DataError, DatasetNotFoundError, missing_message
+
 # Fail fast when offline: a dead network should cost seconds, not minutes.
 TIMEOUT_S = 15.0
 _CHUNK = 1 << 20
 
 
-class DatasetNotFoundError(RuntimeError):
-    """A dataset is neither on disk nor downloadable; the message says where it was expected."""
-
-
-class UnsafeArchiveError(RuntimeError):
-    """An archive member would land outside the extraction folder."""
+class UnsafeArchiveError(DataError):
+    """An archive member would land outside the extraction folder, or is a link or device file that could."""
 
 
 @dataclass(frozen=True)
@@ -37,114 +35,113 @@ class Source:
     algo: str = "sha256"
 
 
-def missing_message(name: str, expected: Path, urls: Sequence[str], reason: str = "") -> str:
-    """The one error text for a dataset that is missing and could not be fetched."""
-    env = os.environ.get("LBAM_DATA_DIR")
-    lines = [
-        f"Dataset '{name}' not found at {Path(expected).resolve()}"
-        + (f" ({reason})" if reason else "")
-        + ".",
-        "Download it when online with `python -m lbam.data download dataset=" + name + "` (or `make data`);",
-        "source: " + ", ".join(urls) + ".",
-        "Or point LBAM_DATA_DIR at the folder that contains it "
-        + (f"(now LBAM_DATA_DIR={env})." if env else "(LBAM_DATA_DIR is not set)."),
-    ]
-    return "\n".join(lines)
-
-
 def fetch(source: Source, dest: Path, timeout: float = TIMEOUT_S) -> Path:
-    """Download ``source`` to ``dest`` and check its digest; raises OSError on network or checksum failure."""
-    part = dest.with_name(dest.name + ".part")
+    """Download ``source`` to ``dest`` (inside a private temp folder) and check its digest; raises OSError on
+    a network or checksum failure."""
     h = hashlib.new(source.algo)
     request = urllib.request.Request(source.url, headers={"User-Agent": "lbam"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as fh:
-            while chunk := response.read(_CHUNK):
-                fh.write(chunk)
-                h.update(chunk)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as fh:
+        while chunk := response.read(_CHUNK):
+            fh.write(chunk)
+            h.update(chunk)
     if source.digest is not None and h.hexdigest() != source.digest.lower():
-        part.unlink(missing_ok=True)
         raise OSError(
             f"{source.algo} mismatch for {source.url}: got {h.hexdigest()}, expected {source.digest}"
         )
-    os.replace(part, dest)
     return dest
 
 
-def _inside(root: Path, member: str) -> bool:
-    if member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
-        return False
-    target = (root / member).resolve()
-    return target == root or root in target.parents
+def _target(root: Path, name: str, archive: Path) -> Path:
+    """Where member ``name`` lands, with every link on the way resolved as the filesystem is now; refused
+    unless it stays inside ``root``. ``root`` must be resolved."""
+    where = Path(os.path.realpath(root / name))
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or not where.is_relative_to(root):
+        raise UnsafeArchiveError(f"{archive.name}: member {name!r} escapes {root}; refusing the archive")
+    return where
 
 
-def check_members(archive: Path, root: Path) -> None:
-    """Refuse archives with absolute paths, ``..`` escapes, device files or links pointing outside ``root``."""
-    root = root.resolve()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if not _inside(root, info.filename):
-                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} escapes {root}")
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    # zipfile would write the link as a plain file; refuse rather than guess.
-                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symlink")
-        return
-    with tarfile.open(archive) as tf:
-        for m in tf.getmembers():
-            if not _inside(root, m.name):
-                raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} escapes {root}")
-            if m.issym() and not _inside(root, os.path.join(os.path.dirname(m.name), m.linkname)):
-                raise UnsafeArchiveError(f"{archive.name}: link {m.name!r} -> {m.linkname!r} escapes {root}")
-            if m.islnk() and not _inside(root, m.linkname):
-                raise UnsafeArchiveError(f"{archive.name}: link {m.name!r} -> {m.linkname!r} escapes {root}")
-            if m.isdev():
-                raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device file")
+def _check_tar_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
+    _target(root, m.name, archive)
+    if os.path.lexists(root / m.name) and not (m.isdir() and (root / m.name).is_dir()):
+        # Replacing an extracted path (e.g. re-pointing a checked link) could redirect later members.
+        raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} overwrites an earlier member")
+    if m.issym():
+        if os.path.isabs(m.linkname):  # would point elsewhere once the folder is renamed into place
+            raise UnsafeArchiveError(f"{archive.name}: link {m.name!r} -> {m.linkname!r} escapes {root}")
+        _target(root, os.path.join(os.path.dirname(m.name), m.linkname), archive)
+    elif m.islnk():
+        _target(root, m.linkname, archive)
+    elif not (m.isfile() or m.isdir()):
+        raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device file or fifo")
 
 
 def safe_extract(archive: Path, root: Path) -> None:
-    """Extract a zip or tar(.gz) archive into ``root`` after :func:`check_members`."""
-    check_members(archive, root)
+    """Extract a zip or tar(.gz) archive into the empty folder ``root``, member by member.
+
+    Each member's destination (and a link's target) is resolved with ``realpath`` against the files
+    extracted so far, before it is written, so ``d -> .`` followed by ``d/../evil`` is refused whatever the
+    Python version. Python's tarfile ``data`` filter, where present, checks again. A refused archive may
+    leave a partial ``root``: :func:`install` extracts into a temp folder that it removes.
+    """
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(root)
+            for info in zf.infolist():
+                _target(root, info.filename, archive)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    # zipfile would write the link as a plain file; refuse rather than guess.
+                    raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symlink")
+                zf.extract(info, root)
         return
+    kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     with tarfile.open(archive) as tf:
-        # The stdlib "data" filter (where present) re-checks every member as a second line of defence.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tf.extractall(root, **kwargs)
+        for m in tf:
+            _check_tar_member(m, root, archive)
+            tf.extract(m, root, **kwargs)
+
+
+def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
+    """Create the folder ``target`` all or nothing: ``fill`` writes into a fresh temp folder beside it and
+    returns the folder to rename into place (None: the temp folder itself). A present ``target`` is kept."""
+    target = Path(target)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        folder = fill(tmp) or tmp
+        try:
+            os.replace(folder, target)
+        except OSError:
+            if not target.is_dir():  # else a concurrent writer of the same content finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def install(
-    name: str,
-    sources: Sequence[Source],
-    target: Path,
-    pick: Callable[[Path], Path] = lambda staging: staging,
-    check: Callable[[Path], None] = lambda folder: None,
-    timeout: float = TIMEOUT_S,
-) -> Path:
+    name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path] = lambda staging: staging,
+    check: Callable[[Path], None] = lambda folder: None, timeout: float = TIMEOUT_S,
+) -> Path:  # fmt: skip
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
     GitHub archive); ``check`` raises OSError if its content is incomplete. ``target`` only ever appears
     complete. Network, checksum or content failures raise :class:`DatasetNotFoundError`.
     """
-    target = Path(target)
+    target, urls = Path(target), [s.url for s in sources]
     if target.exists():
         return target
-    urls = [s.url for s in sources]
     target.parent.mkdir(parents=True, exist_ok=True)
     # Mode bits, not just os.access: a folder marked read-only stays untouched even for root.
     if not os.access(target.parent, os.W_OK) or not target.parent.stat().st_mode & stat.S_IWUSR:
         reason = f"{target.parent} is read-only; set LBAM_DATA_DIR to a writable folder to download"
         raise DatasetNotFoundError(missing_message(name, target, urls, reason))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
+
+    def fill(tmp: Path) -> Path:
         staging = tmp / "x"
-        staging.mkdir()
         for i, source in enumerate(sources):
             archive = tmp / f"archive{i}"
             try:
@@ -158,13 +155,9 @@ def install(
             folder = pick(staging)
             check(folder)
         except OSError as e:
-            reason = f"downloaded archive rejected: {e}"
-            raise DatasetNotFoundError(missing_message(name, target, urls, reason)) from e
-        try:
-            os.replace(folder, target)
-        except OSError:
-            if not target.is_dir():  # else a concurrent install won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            raise DatasetNotFoundError(
+                missing_message(name, target, urls, f"downloaded archive rejected: {e}")
+            ) from e
+        return folder
+
+    return atomic_dir(target, fill)

@@ -9,21 +9,14 @@ import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import CachedImageDataModule
+from lbam.data.base import DataError, DataModule, Index, stack
 
 # The archives and md5 digests torchvision's OxfordIIITPet downloads (its _RESOURCES); fetched here with
 # lbam's downloader for the short timeout, member checks and the all-or-nothing rename.
+_PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data/"
 PETS_SOURCES = [
-    download.Source(
-        "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
-        "5c4f3ee8e5d25df40f4fd59a7f44e54c",
-        "md5",
-    ),
-    download.Source(
-        "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz",
-        "95a8c909bbe2e81eed6a22bccdf3f68f",
-        "md5",
-    ),
+    download.Source(_PETS_URL + "images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c", "md5"),
+    download.Source(_PETS_URL + "annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f", "md5"),
 ]
 CLASS_NAMES = ("cat", "dog")
 # Cached side = image_size / CROP_FRACTION (224 -> 256): training takes random-resized crops from it,
@@ -31,67 +24,84 @@ CLASS_NAMES = ("cat", "dog")
 CROP_FRACTION = 0.875
 
 
-def read_split(annotations: Path, split: str = "trainval") -> list[tuple[str, int]]:
-    """(image id, label) per line of ``annotations/<split>.txt``; label 0 = cat (species 1), 1 = dog (2)."""
+def read_trainval(path: Path) -> list[tuple[str, int]]:
+    """(image id, label) per line of ``annotations/trainval.txt``; label 0 = cat (species 1), 1 = dog (2)."""
     rows = []
-    for line in (annotations / f"{split}.txt").read_text().splitlines():
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
-        image_id, _class_id, species, *_ = line.split()
-        if species not in ("1", "2"):
-            raise ValueError(
-                f"{annotations / split}.txt: species must be 1 (cat) or 2 (dog) in line {line!r}"
+        fields = line.split()
+        if len(fields) < 3 or fields[2] not in ("1", "2"):
+            raise DataError(
+                f"{path}:{n}: expected '<image> <class id> <species 1|2> ...', got {line!r}; restore the "
+                "official annotations (delete the dataset folder and download it again)"
             )
-        rows.append((image_id, int(species) - 1))
+        rows.append((fields[0], int(fields[2]) - 1))
     return rows
 
 
 def load_rgb(path: Path, side: int) -> Image.Image:
-    """Decode any mode (L, P, RGBA, CMYK, ...) to RGB, short side resized to ``side``, centre-cropped square."""
+    """Decode any mode (L, P, RGBA, CMYK, ...) to RGB, centre-crop the largest square, resize it to ``side``².
+
+    The crop box is in integers (a float box put an edge at -3e-14 for e.g. 412×480 and was refused)."""
     with Image.open(path) as im:
-        im.draft("RGB", (side, side))  # JPEG: let the decoder downscale (much faster than full decode)
+        im.draft("RGB", (side, side))  # JPEG: let the decoder downscale, to no less than side (much faster)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             im = Image.new("RGB", rgba.size, (255, 255, 255))
             im.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white, not black
         else:
-            im = im.convert("RGB")
+            im = im.convert("RGB")  # decodes inside the `with`: PIL reads pixels lazily
     w, h = im.size
-    scale = side / min(w, h)
-    cw, ch = side / scale, side / scale
-    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
-    return im.resize((side, side), Image.BILINEAR, box=box)
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return im.resize((side, side), Image.BILINEAR, box=(left, top, left + s, top + s))
 
 
-def decode_pets(base: Path, side: int) -> dict:
-    """Decode every trainval image once; unreadable or missing files are recorded as skipped."""
-    images, labels, ids, skipped = [], [], [], []
-    for image_id, label in sorted(read_split(base / "annotations")):
+def index_pets(base: Path) -> Index:
+    """The trainval list, with missing and empty image files skipped (no pixel decoded)."""
+    ids, labels, skipped = [], [], []
+    rows = sorted(read_trainval(base / "annotations" / "trainval.txt"))
+    for image_id, label in rows:
+        path = base / "images" / f"{image_id}.jpg"
+        if image_id in ids[-1:]:
+            skipped.append({"id": image_id, "reason": "listed twice in trainval.txt"})
+        elif not path.is_file() or path.stat().st_size == 0:
+            skipped.append({"id": image_id, "reason": f"{path.name} is missing or empty"})
+        else:
+            ids.append(image_id)
+            labels.append(label)
+    return Index(ids=ids, labels=np.asarray(labels, dtype=np.int64), n_sources=len(rows), skipped=skipped)
+
+
+def decode_pets(base: Path, index: Index, side: int) -> dict:
+    """Decode every indexed image once; an image the decoder rejects is skipped, any other error surfaces."""
+    out = {"images": [], "labels": [], "ids": [], "skipped": []}
+    for image_id, label in zip(index.ids, index.labels.tolist()):
         path = base / "images" / f"{image_id}.jpg"
         try:
             im = load_rgb(path, side)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for missing/truncated/bad files
-            skipped.append({"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
+        except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
+            out["skipped"].append(
+                {"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"}
+            )
             continue
-        images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
-        labels.append(label)
-        ids.append(image_id)
-    return {
-        "images": torch.stack(images) if images else torch.zeros(0, 3, side, side, dtype=torch.uint8),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "ids": ids,
-        "skipped": skipped,
-    }
+        out["images"].append(torch.from_numpy(np.array(im)).permute(2, 0, 1))
+        out["labels"].append(label)
+        out["ids"].append(image_id)
+    return stack(out, side)
 
 
-class OxfordPetsDataModule(CachedImageDataModule):
-    """Cats vs dogs from the 3680 trainval images: stratified 3000 train / 680 test at 224×224."""
+class OxfordPetsDataModule(DataModule):
+    """Cats vs dogs from the 3680 trainval images: stratified 3000 train / 680 test at 224×224 (one sample
+    per image, so split_by makes no difference)."""
 
     name = "oxford_pets"
     classes = CLASS_NAMES
     urls = tuple(s.url for s in PETS_SOURCES)
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
+    required = ("images", "annotations/trainval.txt")
 
     def __init__(self, root="data", image_size: int = 224, train_size: int | float = 3000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
@@ -103,23 +113,19 @@ class OxfordPetsDataModule(CachedImageDataModule):
     def dataset_dir(self) -> Path:
         return self.root / "oxford-iiit-pet"
 
-    def _exists(self) -> bool:
-        d = self.dataset_dir()
-        return (d / "images").is_dir() and (d / "annotations" / "trainval.txt").is_file()
-
     def _fetch(self) -> None:
-        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=_check_pets)
+        def check(folder: Path) -> None:
+            if not all((folder / p).exists() for p in self.required):
+                raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
+
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=check)
 
     def _source_files(self) -> list[Path]:
         d = self.dataset_dir()
         return [d / "annotations" / "trainval.txt", *sorted((d / "images").glob("*.jpg"))]
 
-    def _build(self) -> dict:
-        return decode_pets(self.dataset_dir(), self.stored_size)
+    def _index(self) -> Index:
+        return index_pets(self.dataset_dir())
 
-
-def _check_pets(folder: Path) -> None:
-    if not (folder / "annotations" / "trainval.txt").is_file() or not (folder / "images").is_dir():
-        raise OSError(
-            f"Oxford-IIIT Pet archives incomplete in {folder}: need images/ and annotations/trainval.txt"
-        )
+    def _decode(self, index: Index) -> dict:
+        return decode_pets(self.dataset_dir(), index, self.stored_size)

@@ -7,18 +7,16 @@ into place, so a present folder is always complete.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from lbam.data.bccd import BCCDDataModule
+from lbam.data.download import atomic_dir
 from lbam.data.oxford_pets import OxfordPetsDataModule
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 # name → (fill colour, radius range in pixels); cells of each class differ in size and stain colour.
 _CELLS = {
@@ -28,30 +26,18 @@ _CELLS = {
 }
 # Whitespace around <name> varies in the real annotations; the twin reproduces that.
 _NAME_FORMATS = ["{}", " {} ", "\n\t\t{}\n\t", "{}  "]
-
-
-def _atomic_dir(target: Path, write) -> Path:
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.is_dir():  # else another process finished the same deterministic write first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+_OBJECT = (
+    "\t<object>\n\t\t<name>{}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{}</xmin>\n\t\t\t<ymin>{}</ymin>\n"
+    "\t\t\t<xmax>{}</xmax>\n\t\t\t<ymax>{}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+)
 
 
 def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
     """Write ``root/BCCD`` in the BCCD VOC layout: 160×120 smears with RBC/WBC/Platelets boxes.
 
-    Per image: 4 RBC, 1 WBC, 1 Platelets (imbalanced like the real data). Image 0 carries one degenerate
-    box and one box reaching past the border, so clipping and skipping are exercised.
+    Per image 3-8 RBC, 0-2 WBC and 0-3 platelets, so that images differ in class mix as in the real data
+    and the image-level split has strata to balance. Image 0 carries one degenerate box and one reaching
+    past the border (skipped, clipped); image 1 one near-duplicate RBC box (IoU > 0.9, as 7 real ones).
     """
 
     def write(bccd: Path) -> None:
@@ -64,7 +50,12 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
             im = Image.new("RGB", (w, h), (236, 214, 200))
             draw = ImageDraw.Draw(im)
             objects = []
-            for name in ["RBC"] * 4 + ["WBC", "Platelets"]:
+            counts = {
+                "RBC": rng.integers(3, 9),
+                "WBC": rng.choice(3, p=[0.15, 0.7, 0.15]),
+                "Platelets": rng.integers(4),
+            }
+            for name in [n for n, k in counts.items() for _ in range(k)]:
                 colour, (rmin, rmax) = _CELLS[name]
                 r = int(rng.integers(rmin, rmax + 1))
                 cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
@@ -74,33 +65,20 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
             if i == 0:
                 objects.append(("RBC", (50, 40, 50, 40)))  # degenerate, skipped
                 objects.append(("RBC", (w - 10, h - 12, w + 8, h + 6)))  # past the border, clipped
+            if i == 1:
+                x0, y0, x1, y1 = objects[0][1]
+                objects.append(("RBC", (x0, y0, x1, y1 + 1)))  # the first RBC annotated twice
             im.save(bccd / "JPEGImages" / f"{stem}.jpg", quality=92)
-            xml = [
-                "<annotation>",
-                "\t<folder>JPEGImages</folder>",
-                f"\t<filename>{stem}.jpg</filename>",
-                f"\t<size>\n\t\t<width>{w}</width>\n\t\t<height>{h}</height>\n\t\t<depth>3</depth>\n\t</size>",
-            ]
-            for k, (name, (x0, y0, x1, y1)) in enumerate(objects):
-                shown = _NAME_FORMATS[(i + k) % len(_NAME_FORMATS)].format(name)
-                xml.append(
-                    f"\t<object>\n\t\t<name>{shown}</name>\n\t\t<bndbox>\n\t\t\t<xmin>{x0}</xmin>\n"
-                    f"\t\t\t<ymin>{y0}</ymin>\n\t\t\t<xmax>{x1}</xmax>\n\t\t\t<ymax>{y1}</ymax>\n"
-                    "\t\t</bndbox>\n\t</object>"
-                )
-            xml.append("</annotation>\n")
-            (bccd / "Annotations" / f"{stem}.xml").write_text("\n".join(xml))
+            xml = f"<annotation>\n\t<filename>{stem}.jpg</filename>\n"
+            xml += f"\t<size><width>{w}</width><height>{h}</height><depth>3</depth></size>\n"
+            for k, (name, box) in enumerate(objects):
+                xml += _OBJECT.format(_NAME_FORMATS[(i + k) % len(_NAME_FORMATS)].format(name), *box)
+            (bccd / "Annotations" / f"{stem}.xml").write_text(xml + "</annotation>\n")
         cut = int(0.75 * n_images)
-        main = bccd / "ImageSets" / "Main"
-        for split, names in (
-            ("trainval", stems[:cut]),
-            ("train", stems[:cut]),
-            ("val", []),
-            ("test", stems[cut:]),
-        ):
-            (main / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
+        for split, names in (("trainval", stems[:cut]), ("train", stems[:cut]), ("test", stems[cut:])):
+            (bccd / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
 
-    return _atomic_dir(Path(root) / "BCCD", write)
+    return atomic_dir(Path(root) / "BCCD", write)
 
 
 # Real naming: cat breeds are capitalised, dog breeds lower case; image files are <Breed>_<n>.jpg.
@@ -171,7 +149,7 @@ def write_pets(root: Path, per_breed: int = 20, seed: int = 0) -> Path:
         (ann / "test.txt").write_text("".join(rows["test"]))
         (ann / "list.txt").write_text(_PETS_HEADER + "".join(sorted(rows["trainval"] + rows["test"])))
 
-    return _atomic_dir(Path(root) / "oxford-iiit-pet", write)
+    return atomic_dir(Path(root) / "oxford-iiit-pet", write)
 
 
 class _SyntheticMixin:
@@ -199,7 +177,8 @@ class _SyntheticMixin:
 
 
 class SyntheticBCCDDataModule(_SyntheticMixin, BCCDDataModule):
-    """BCCD-layout twin (40 images, 242 boxes, 1 degenerate) read by the BCCD loader."""
+    """BCCD-layout twin (40 images of varied class mix, 1 degenerate and 1 duplicate box) read by the BCCD
+    loader."""
 
     name = "synthetic_bccd"
     write = staticmethod(write_bccd)
