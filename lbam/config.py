@@ -168,15 +168,15 @@ def build_or_fail(what: str, factory, *args, **kwargs):
     """``factory(*args, **kwargs)``; a ValueError/TypeError/KeyError there is a bad value: ConfigError naming ``what``."""
     from hydra.errors import InstantiationException
 
+    from lbam.data import DataError  # a constructor's DataError is a bad value, not bad data
+
     try:
         return factory(*args, **kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError, KeyError, InstantiationException) as e:
+    except (TypeError, ValueError, KeyError, InstantiationException, DataError) as e:
         cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-        if isinstance(cause, ConfigError) or (
-            type(cause).__name__ == "DataError" or any(c.__name__ == "DataError" for c in type(cause).__mro__)
-        ):
+        if isinstance(cause, ConfigError):
             raise cause from None
         message = " ".join(str(cause).split())  # one line
         raise ConfigError(f"invalid {what} configuration: {message}") from None

@@ -35,11 +35,7 @@ from lbam.config import (
     run_name,
     to_container,
 )
-
-try:  # TODO(merge h-data): DataError lands with the data helper
-    from lbam.data import DataError
-except ImportError:
-    from lbam.data import DatasetNotFoundError as DataError
+from lbam.data import DataError
 from lbam.module import LitClassifier, throughput
 from lbam.results import Row, device_string, git_commit, load_row, row_path, write_row
 from lbam.rundir import (
@@ -208,7 +204,7 @@ def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifie
         n_val=int(meta.get("n_val", 0)),
         n_test=int(meta["n_test"]),
         data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std")},
-        datamodule=dm.describe() if hasattr(dm, "describe") else None,
+        datamodule=dm.describe(),
         analysis=to_container(cfg.get("analysis")) or {},
         predictions_file=f"{name}.preds.csv",
         device=device_string(cfg.trainer.accelerator, int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)),
