@@ -1,107 +1,132 @@
-"""The README results block, rendered deterministically from results/runs."""
+"""The README results block, rendered deterministically from the rows. Learning-curve experiments lead; each
+group shows balanced accuracy per setting (and per training-set size), the cost, and which LBAM comparisons
+differ, are equivalent or non-inferior within the margin, or are inconclusive; full tables and figures are linked.
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from lbam.report.figures import figure_paths
-from lbam.report.rows import Group, group_rows, groups_by_experiment, load_rows
-from lbam.report.tables import group_markdown
+from lbam.report.rows import ReportError, Results, analysis, groups, load_results, title
+from lbam.report.stats import FINDINGS, MIN_SEEDS, compare
+from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize
 
-START = "<!-- results:start -->"
-END = "<!-- results:end -->"
-
-
-class ReadmeMarkersError(ValueError):
-    """README lacks the results markers."""
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def _wall_time(seconds: float) -> str:
-    h, rem = divmod(round(seconds), 3600)
-    m, s = divmod(rem, 60)
-    return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
+def _label(ctx: str, x: float, curve: str | None) -> str:
+    """A context's row label: its training-set size on a curve (plus other overrides), else its overrides."""
+    rest = " ".join(o for o in ctx.split() if o.partition("=")[0].lstrip("+~") != curve)
+    if math.isnan(x):
+        return rest or "default"
+    return f"{x:g}" + (f" ({rest})" if rest else "") + (" (all)" if ctx == rest else "")
 
 
-def _common_overrides(rows: list[dict]) -> list[str]:
-    """Overrides shared by every row, in the order of the first row."""
-    lists = [list(map(str, r.get("overrides") or [])) for r in sorted(rows, key=lambda r: str(r["run_name"]))]
-    return [o for o in lists[0] if all(o in other for other in lists[1:])] if lists else []
-
-
-def provenance(group: Group) -> str:
-    rows = group.rows
-    common = _common_overrides(rows)
-    command = "python -m lbam.train " + " ".join(common) if common else "python -m lbam.train"
-    commits = sorted({str(r.get("commit") or "unknown") for r in rows})
-    torch_versions = sorted({str(r.get("torch_version") or "unknown") for r in rows})
-    dates = sorted(str(r["created_at"]) for r in rows if r.get("created_at"))
-    wall = sum(float(r.get("train_seconds") or 0.0) for r in rows)
-    lines = [
-        f"- command: `{command}` plus, per run, its attention and seed overrides ({len(rows)} run{'s' if len(rows) != 1 else ''})",
-        f"- profile: {group.profile}; device: {'; '.join(group.devices)}; seeds: "
-        f"{', '.join(map(str, group.seeds)) or 'none'}",
-        f"- wall time (sum of training time over runs): {_wall_time(wall)}",
-        f"- commit: {', '.join(commits)}; torch {', '.join(torch_versions)}",
+def section(g: pd.DataFrame, res: Results) -> list[str]:
+    s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
+    first = "train size" if curve else "overrides"
+    s[first] = [_label(c, x, curve) for c, x in zip(s["context"], s["x"])]
+    s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
+    settings = list(dict.fromkeys(s["setting"]))
+    acc = s.pivot(index=first, columns="setting", values="cell").reindex(list(dict.fromkeys(s[first])))[
+        settings
     ]
-    if dates:
-        lines.append(f"- runs dated {dates[0]} … {dates[-1]}")
-    return "\n".join(lines)
+    cost = s.drop_duplicates("setting").set_index("setting")
+    acc.loc["attn params"] = cost["attention_params"].map(num)
+    acc.loc["MFLOPs"] = [num(f, 2, 1e6) for f in cost["flops"]]
+    n = sorted(set(s["n"]))
+    out = [
+        f"#### {title(g)}" + " — learning curve" * bool(curve),
+        f"Test balanced accuracy (%), mean ± sample std over {'/'.join(map(str, n))} seed(s)"
+        + ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
+        * bool(curve)
+        + (f"; failed runs: {s['failed'].sum()} (listed in the full table)" if s["failed"].sum() else "")
+        + ":",
+        md(acc.reset_index().fillna(DASH)),
+    ]
+    if len(p):
+        alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
+        out.append(
+            "LBAM vs each baseline, paired by seed (Δ = LBAM − baseline, pp): *differ* = paired t-test, "
+            f"Holm-corrected over the baselines, p < {alpha:g}; *equivalent* = the {100 * (1 - 2 * alpha):g} % CI "
+            f"inside ±{margin:g} pp (TOST); *non-inferior* = its lower end > −{margin:g} pp (margin stated in "
+            f"advance); *inconclusive* = neither, or < {MIN_SEEDS} seeds."
+        )
+        recs = []
+        for (ctx, x, lb), pc in p.groupby(["context", "x", "lbam"], sort=False, dropna=False):
+            rec = {first: _label(ctx, x, curve), "LBAM": lb}
+            for f in FINDINGS:
+                hits = pc[pc["finding"] == f]
+                rec[f] = ", ".join(
+                    f"{b} ({pct(m, signed=True)})" for b, m in zip(hits["baseline"], hits["mean"])
+                )
+            recs.append(rec)
+        out.append(md(pd.DataFrame(recs).replace("", DASH)))
+    return out
 
 
-def render_readme_block(results_dir: str | Path, link_prefix: str | None = None) -> str:
-    """Markdown results block (tables, figure links, provenance) from results_dir/runs, deterministic.
+def provenance(g: pd.DataFrame, res: Results) -> str:
+    rows = [res.runs[i].row for i in g["run"]]
+    sweep: dict[str, set] = {}
+    for o in (o for r in rows for o in r.overrides if not o.startswith("attention.")):
+        sweep.setdefault(o.partition("=")[0], set()).add(o.partition("=")[2])
+    command = f"python -m lbam.train -m experiment={rows[0].experiment} attention={','.join(dict.fromkeys(g['attention']))}"
+    command += f" seed={','.join(map(str, sorted({r.seed for r in rows})))}"
+    command += "".join(
+        f" {k}={','.join(sorted(v, key=lambda v: (len(v), v)))}" for k, v in sorted(sweep.items())
+    )
+    own = sorted({s for s in g["setting"] if "(" in s})
+    dates = sorted(r.created_at[:10] for r in rows if r.created_at) or ["?"]
+    return (
+        f"Provenance: {len(rows)} runs · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
+        f"{', '.join(sorted({(r.commit or 'unknown')[:12] for r in rows}))} · {dates[0]} … {dates[-1]} · "
+        f"training {sum(r.train_seconds or 0.0 for r in rows) / 3600:.2f} h summed over runs · `{command}`"
+        + (f", plus {', '.join(own)}" if own else "")
+        + "."
+    )
 
-    Figure links are `link_prefix/figures/<name>` (default: results_dir as given, in POSIX form).
-    Raises NoResultsError when there is no usable row.
-    """
-    results_dir = Path(results_dir)
-    prefix = (link_prefix if link_prefix is not None else results_dir.as_posix()).rstrip("/")
-    groups = group_rows(load_rows(results_dir))
-    figures = figure_paths(groups, results_dir / "figures")
+
+def render_block(res: Results, link_prefix: str = "results") -> str:
+    """The block between the markers; links are ``link_prefix/...``, to figures that exist."""
     parts = [
-        "_Generated by `python -m lbam.report` from `results/runs`; do not edit by hand "
-        "(`python -m lbam.report readme --check` fails when this block is stale)._"
-    ]
-    for experiment, exp_groups in groups_by_experiment(groups).items():
-        parts.append(f"### {experiment}")
-        for g in exp_groups:
-            parts.append(group_markdown(g, level=4))
-            parts.append("Provenance:\n\n" + provenance(g))
-            # Only figures that exist (`python -m lbam.report readme` alone draws none).
-            links = [
-                f"![{kind}]({prefix}/figures/{p.name})"
-                for grp, kind, p in figures
-                if grp is g and p.is_file()
-            ]
-            if links:
-                parts.append("\n".join(links))
-        maps = results_dir / "figures" / f"{experiment}_attention_maps.png"
-        if maps.is_file():
-            parts.append(f"![attention maps]({prefix}/figures/{maps.name})")
+        "_Generated by `python -m lbam.report` from `results/runs`; do not edit (`python -m lbam.report readme "
+        "--check` fails when this block is stale)._"
+    ] + [skipped_note(res)] * bool(res.skipped)
+    figures = figure_paths(res, res.root / "figures")
+    for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
+        links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
+        links += [f"[{k.replace('_', ' ')}]({link_prefix}/figures/{f.name})" for e, sl, _, k, f in figures
+                  if (e, sl) == (experiment, slug) and f.is_file()]  # fmt: skip
+        maps = res.root / "figures" / f"{experiment}_attention_maps.png"
+        links += [f"[attention maps]({link_prefix}/figures/{maps.name})"] * maps.is_file()
+        parts += [*section(g, res), provenance(g, res), " · ".join(links)]
     return "\n\n".join(parts) + "\n"
 
 
-def splice(readme_text: str, block: str) -> str:
-    """README text with the content between the results markers replaced by block."""
-    start, end = readme_text.find(START), readme_text.find(END)
-    if start < 0 or end < start:
-        raise ReadmeMarkersError(f"README has no '{START}' … '{END}' pair to fill in")
-    return readme_text[: start + len(START)] + "\n" + block + readme_text[end:]
-
-
-def update_readme(readme: str | Path, results_dir: str | Path, check: bool = False) -> tuple[bool, str]:
-    """Fill the README results block; with check=True only compare. Returns (up to date, unified diff)."""
+def update_readme(readme: str | Path, results_dir: str | Path, check: bool = False, res: Results | None = None) -> tuple[bool, str]:  # fmt: skip
+    """Fill the README block from ``results_dir``; with ``check`` only compare. Returns (up to date, diff)."""
     readme = Path(readme)
-    link_prefix = Path(os.path.relpath(Path(results_dir).resolve(), readme.resolve().parent)).as_posix()
-    old = readme.read_text()
-    new = splice(old, render_readme_block(results_dir, link_prefix))
+    res = res or load_results(results_dir)
+    try:
+        old = readme.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"cannot read {readme} ({e.strerror}); pass --readme PATH") from None
+    start, end = old.find(START), old.find(END)
+    if start < 0 or end < start:
+        raise ReportError(f"{readme} has no '{START}' … '{END}' pair to fill in")
+    prefix = Path(os.path.relpath(Path(results_dir).resolve(), readme.resolve().parent)).as_posix()
+    new = old[: start + len(START)] + "\n" + render_block(res, prefix) + old[end:]
     diff = "".join(
         difflib.unified_diff(
-            old.splitlines(True), new.splitlines(True), f"{readme} (committed)", f"{readme} (from results)"
+            old.splitlines(True), new.splitlines(True), "README (committed)", "README (from rows)"
         )
     )
     if not check and new != old:
-        readme.write_text(new)
+        readme.write_text(new, encoding="utf-8")
     return new == old, diff
