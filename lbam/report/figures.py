@@ -1,7 +1,7 @@
 """Figures per group: results/figures/<experiment>[_<group>]_<kind>.png.
 
-- learning_curve (experiments that name ``analysis.curve``): test balanced accuracy vs training-set size (log x),
-  mean ± sample std over seeds, one line per setting, LBAM highlighted, attention parameters in the legend;
+- learning_curve (experiments that name ``analysis.curve``): test balanced accuracy vs training-set size
+  (log x), mean ± sample std over seeds, one line per setting, LBAM highlighted, attention params in legend;
 - acc_vs_params (the others): balanced accuracy vs attention parameters, marker area ∝ FLOPs.
 """
 
@@ -16,11 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lbam.report.rows import Results, analysis, groups, title
+from lbam.report.rows import Results, analysis, groups, title, without
 
 
 def figure_paths(res: Results, figures_dir: Path) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
-    """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of figure names."""
+    """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of their names."""
     out = []
     for experiment, slug, g in groups(res.frame):
         kind = "learning_curve" if analysis(g, res.runs)["curve"] else "acc_vs_params"
@@ -30,10 +30,10 @@ def figure_paths(res: Results, figures_dir: Path) -> list[tuple[str, str, pd.Dat
     return out
 
 
-def lines(g: pd.DataFrame, drop: str | None = None):
-    """(label, ok rows) per setting and context; ``drop`` (the curve's override) is left out of the context."""
+def lines(g: pd.DataFrame, curve: str | None = None):
+    """(label, ok rows) per setting and context, the context without the curve's override."""
     ok = g[g["status"] == "ok"]
-    line = [" ".join(o for o in c.split() if o.partition("=")[0].lstrip("+~") != drop) for c in ok["context"]]
+    line = [without(c, curve) for c in ok["context"]]
     for (ctx, setting), rows in ok.assign(line=line).groupby(["line", "setting"], sort=False):
         yield (f"{setting} [{ctx}]" if ctx else setting), rows
 
@@ -43,10 +43,13 @@ def plot_learning_curve(g: pd.DataFrame, res: Results, ax) -> None:
     for (label, rows), color in zip(found, plt.get_cmap("tab10").colors * 3):
         st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std"]).sort_index().fillna({"std": 0.0})
         x, m, s = st.index.to_numpy(), 100 * st["mean"].to_numpy(), 100 * st["std"].to_numpy()
-        hi = rows["attention"].iloc[0] == "lbam"  # LBAM drawn thick and on top
         label = f"{label}: {int(rows['attention_params'].iloc[0]):,} attn params"
-        ax.plot(x, m, marker="o", lw=2.8 if hi else 1.2, alpha=1 if hi else 0.7, color=color, zorder=3 if hi else 2, label=label)  # fmt: skip
-        ax.fill_between(x, m - s, m + s, color=color, alpha=0.2 if hi else 0.06, lw=0)
+        if rows["attention"].iloc[0] == "lbam":  # highlighted: thick, on top
+            ax.plot(x, m, marker="o", lw=2.8, color=color, zorder=3, label=label)
+            ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
+        else:
+            ax.plot(x, m, marker="o", lw=1.2, alpha=0.7, color=color, label=label)
+            ax.fill_between(x, m - s, m + s, color=color, alpha=0.06, lw=0)
     ax.set_xscale("log")
     sizes = sorted(set(g["x"].dropna()))
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])

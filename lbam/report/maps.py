@@ -1,4 +1,4 @@
-"""Attention maps of trained LBAM and BAM checkpoints on test images (``python -m lbam.report attention-maps``).
+"""Attention maps of trained LBAM and BAM checkpoints on test images (`python -m lbam.report attention-maps`).
 
 A results folder may come from someone else, and its rows name a checkpoint and a datamodule. So a checkpoint
 is loaded only from inside the experiments folder and only with ``torch.load(weights_only=True)`` (tensors and
@@ -23,31 +23,34 @@ import torch.nn.functional as F
 
 from lbam.report.rows import GROUP, ReportError, Results, Run
 
+MAP_NAMES = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C"}
+
 
 def checkpoint_path(run: Run, experiments_dir: str | Path) -> Path | None:
-    """The run's checkpoint, resolved inside ``experiments_dir``; None when absent; ReportError when outside."""
+    """The run's checkpoint, resolved inside ``experiments_dir``; None when absent, ReportError outside."""
     if not run.row.checkpoint:
         return None
     root = Path(experiments_dir).resolve()
     path = (root / run.row.checkpoint).resolve()
     if not path.is_relative_to(root):
         raise ReportError(
-            f"{run.path}: checkpoint {run.row.checkpoint!r} lies outside {root}; refusing to load it"
+            f"{run.path}: checkpoint {run.row.checkpoint!r} lies outside {root}; not loading it"
         )
     return path if path.is_file() else None
 
 
 def load_model(run: Run, path: Path) -> torch.nn.Module:
-    """``build_backbone(**hyper_parameters["model_kwargs"])`` with the checkpoint's ``model.`` weights, in eval mode."""
+    """``build_backbone(**hyper_parameters["model_kwargs"])`` with the checkpoint's ``model.`` weights."""
     from lbam.models import build_backbone
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])
+        state = ckpt["state_dict"]
         model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         )
-    except Exception as e:
+    except Exception as e:  # unreadable, refused by the weights-only unpickler, or not this model's weights
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ReportError(
             f"{path}: cannot load the checkpoint of run {run.row.run_name} ({reason})"
@@ -56,13 +59,14 @@ def load_model(run: Run, path: Path) -> torch.nn.Module:
 
 
 def build_datamodule(run: Run):
-    """The row's datamodule (its test split), data and cache folders from LBAM_DATA_DIR / LBAM_CACHE_DIR."""
+    """The row's datamodule set up for its test split; data and cache folders from LBAM_DATA_DIR and
+    LBAM_CACHE_DIR (default data/ and data/.cache)."""
     from pytorch_lightning import LightningDataModule
 
     spec = dict(run.row.datamodule or {})
     target = str(spec.pop("_target_", ""))
     module, _, name = target.rpartition(".")
-    try:  # only a class of lbam.data: the target comes from a file that may have been received
+    try:
         cls = (
             getattr(importlib.import_module(module), name) if f"{module}.".startswith("lbam.data.") else None
         )
@@ -72,10 +76,8 @@ def build_datamodule(run: Run):
         raise ReportError(
             f"{run.path}: datamodule _target_ {target!r} is not a LightningDataModule of lbam.data"
         )
-    spec |= {
-        "root": os.environ.get("LBAM_DATA_DIR", "data"),
-        "cache_dir": os.environ.get("LBAM_CACHE_DIR", "data/.cache"),
-    }
+    spec["root"] = os.environ.get("LBAM_DATA_DIR", "data")
+    spec["cache_dir"] = os.environ.get("LBAM_CACHE_DIR", "data/.cache")
     try:
         dm = cls(**spec)
         dm.prepare_data()
@@ -91,7 +93,7 @@ def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Modul
     map M averaged over channels, both N×H×W at the image size.
 
     M is read from the module's own input F and output F' (F' = F ⊗ M, or F + F ⊗ M when residual), as
-    M = F'/F (− 1) wherever F ≠ 0: exact for either gate, whatever the module's implementation.
+    M = F'/F (− 1) wherever F ≠ 0: exact for either gate, however the module computes it.
     """
     seen: dict[str, torch.Tensor] = {}
     hooks = [
@@ -105,37 +107,33 @@ def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Modul
     finally:
         for h in hooks:
             h.remove()
-    x, y = seen["x"], seen["y"]
-    nonzero = x.abs() > 1e-4
-    ratio = torch.where(
-        nonzero, y / torch.where(nonzero, x, 1.0) - float(getattr(module, "residual", True)), torch.nan
-    )
-    out = {"pred": logits.argmax(1), "full": ratio.nanmean(1, keepdim=True).nan_to_num(0.0)}
+    x, y, residual = seen["x"], seen["y"], float(getattr(module, "residual", True))
+    nonzero = x.abs() > 1e-4  # after a ReLU many F are exactly 0, where M cannot be read
+    ratio = torch.where(nonzero, y / torch.where(nonzero, x, 1.0) - residual, torch.nan)
+    maps = {"full": ratio.nanmean(1, keepdim=True).nan_to_num(0.0)}
     if "s" in seen:
-        out["spatial"] = torch.sigmoid(seen["s"])
+        maps["spatial"] = torch.sigmoid(seen["s"])
     size = images.shape[-2:]
-    return {
-        k: v if k == "pred" else F.interpolate(v, size=size, mode="bilinear")[:, 0] for k, v in out.items()
+    return {"pred": logits.argmax(1)} | {
+        k: F.interpolate(v, size=size, mode="bilinear")[:, 0] for k, v in maps.items()
     }
 
 
 def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
     """Rows = the first ``n_per_class`` test images of each class (from the first batches); columns = the
-    image, then per model σ(spatial) and M (mean over C), min–max scaled per map over the image."""
+    image, then per model σ(spatial) and M (mean over C), min–max scaled per map, raw range below."""
     images, labels = map(torch.cat, zip(*itertools.islice(dm.test_dataloader(), 8)))
     pick = torch.cat([torch.nonzero(labels == c).flatten()[:n_per_class] for c in range(len(dm.class_names))])
     images, labels = images[pick], labels[pick]
     maps = {name: capture(m, images, m.attention_modules[-1]) for name, m in models.items()}
     shown = images * torch.tensor(dm.std).view(1, -1, 1, 1) + torch.tensor(dm.mean).view(1, -1, 1, 1)
     cols = [(None, "image")] + [(n, k) for n in models for k in ("spatial", "full") if k in maps[n]]
-    fig, axes = plt.subplots(
-        len(images), len(cols), figsize=(2.3 * len(cols), 2.3 * len(images) + 1), squeeze=False
-    )
+    size = (2.3 * len(cols), 2.3 * len(images) + 1)
+    fig, axes = plt.subplots(len(images), len(cols), figsize=size, squeeze=False)
     for (i, j), ax in np.ndenumerate(axes):
         name, key = cols[j]
         ax.imshow(shown[i].clamp(0, 1).permute(1, 2, 0).numpy())
-        names = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C"}
-        ax.set(xticks=[], yticks=[], title=f"{name or ''} {names[key]}" if i == 0 else "")
+        ax.set(xticks=[], yticks=[], title=f"{name or ''} {MAP_NAMES[key]}" if i == 0 else "")
         if name is None:
             ax.set_ylabel(f"true: {dm.class_names[int(labels[i])]}", fontsize=8)
             continue
@@ -150,27 +148,25 @@ def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
     return out
 
 
-def attention_maps(res: Results, experiment: str, experiments_dir: str | Path, n_per_class: int = 2, seed: int | None = None) -> Path | None:  # fmt: skip
-    """LBAM vs BAM maps of ``experiment`` (default settings, same context and seed: the whole split and the lowest
-    seed first), or None, with one line, when no such pair has both checkpoints here."""
-    ok = res.frame.query(
-        "experiment == @experiment and status == 'ok'" + " and seed == @seed" * (seed is not None)
-    )
-    both = ok[ok["setting"] == "lbam"].merge(
-        ok[ok["setting"] == "bam"], on=[*GROUP, "context", "seed"], suffixes=("", "_bam")
-    )
-    both = both.assign(full=both["context"] != "").sort_values(
-        ["full", "x", "seed"], ascending=[True, False, True]
-    )
+def attention_maps(
+    res: Results, experiment: str, experiments_dir: str | Path, n_per_class: int = 2, seed: int | None = None
+) -> Path | None:
+    """LBAM vs BAM maps of ``experiment`` (default settings, same context and seed; the whole training split
+    and the lowest seed first), or None, with one line, when no such pair has both checkpoints here."""
+    ok = res.frame.query("experiment == @experiment and status == 'ok'")
+    ok = ok if seed is None else ok[ok["seed"] == seed]
+    keys = [*GROUP, "context", "seed"]
+    both = ok[ok["setting"] == "lbam"].merge(ok[ok["setting"] == "bam"], on=keys, suffixes=("", "_bam"))
+    both = both.assign(full=both["context"] != "").sort_values(["full", "x", "seed"], ascending=[1, 0, 1])
     for r in both.itertuples():
         lbam, bam = res.runs[r.run], res.runs[r.run_bam]
         paths = [checkpoint_path(lbam, experiments_dir), checkpoint_path(bam, experiments_dir)]
         if None not in paths:
             models = {"LBAM": load_model(lbam, paths[0]), "BAM": load_model(bam, paths[1])}
-            what = f"{experiment} · {r.context or 'whole training split'} · seed {r.seed} · last attention module"
+            what = f"{experiment} · {r.context or 'whole training split'} · seed {r.seed} · last module"
             out = res.root / "figures" / f"{experiment}_attention_maps.png"
             return figure(models, build_datamodule(lbam), n_per_class, out, what)
     print(
-        f"attention maps of {experiment} skipped: no LBAM/BAM pair with both checkpoints under {experiments_dir}"
+        f"attention maps of {experiment} skipped: no LBAM/BAM pair with both checkpoints in {experiments_dir}"
     )
     return None

@@ -1,6 +1,6 @@
-"""The README results block, rendered deterministically from the rows. Learning-curve experiments lead; each
-group shows balanced accuracy per setting (and per training-set size), the cost, and which LBAM comparisons
-differ, are equivalent or non-inferior within the margin, or are inconclusive; full tables and figures are linked.
+"""The README results block, rendered deterministically from the rows. Learning-curve experiments lead. Per
+group: balanced accuracy per setting (and per training-set size) with its cost, and which LBAM comparisons
+differ, are equivalent or non-inferior within the margin, or are inconclusive; full tables and figures linked.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.report.figures import figure_paths
-from lbam.report.rows import ReportError, Results, analysis, groups, load_results, title
-from lbam.report.stats import FINDINGS, MIN_SEEDS, compare
-from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize
+from lbam.report.rows import ReportError, Results, analysis, groups, load_results, title, without
+from lbam.report.stats import FINDINGS, compare
+from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize, tests_caption
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def _label(ctx: str, x: float, curve: str | None) -> str:
-    """A context's row label: its training-set size on a curve (plus other overrides), else its overrides."""
-    rest = " ".join(o for o in ctx.split() if o.partition("=")[0].lstrip("+~") != curve)
+    """A context's row label: on a curve its training-set size (and other overrides), else its overrides."""
+    rest = without(ctx, curve)
     if math.isnan(x):
         return rest or "default"
     return f"{x:g}" + (f" ({rest})" if rest else "") + (" (all)" if ctx == rest else "")
@@ -33,83 +33,81 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     first = "train size" if curve else "overrides"
     s[first] = [_label(c, x, curve) for c, x in zip(s["context"], s["x"])]
     s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
-    settings = list(dict.fromkeys(s["setting"]))
-    acc = s.pivot(index=first, columns="setting", values="cell").reindex(list(dict.fromkeys(s[first])))[
-        settings
-    ]
+    acc = s.pivot(index=first, columns="setting", values="cell")
+    acc = acc.reindex(index=list(dict.fromkeys(s[first])), columns=list(dict.fromkeys(s["setting"])))
     cost = s.drop_duplicates("setting").set_index("setting")
     acc.loc["attn params"] = cost["attention_params"].map(num)
     acc.loc["MFLOPs"] = [num(f, 2, 1e6) for f in cost["flops"]]
-    n = sorted(set(s["n"]))
+    seeds = "/".join(map(str, sorted(set(s["n"]))))
+    text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
+    if curve:
+        text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
+    if s["failed"].sum():
+        text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
     out = [
-        f"#### {title(g)}" + " — learning curve" * bool(curve),
-        f"Test balanced accuracy (%), mean ± sample std over {'/'.join(map(str, n))} seed(s)"
-        + ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
-        * bool(curve)
-        + (f"; failed runs: {s['failed'].sum()} (listed in the full table)" if s["failed"].sum() else "")
-        + ":",
+        f"#### {title(g)}" + (" — learning curve" if curve else ""),
+        text + ":",
         md(acc.reset_index().fillna(DASH)),
     ]
     if len(p):
-        alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
-        out.append(
-            "LBAM vs each baseline, paired by seed (Δ = LBAM − baseline, pp): *differ* = paired t-test, "
-            f"Holm-corrected over the baselines, p < {alpha:g}; *equivalent* = the {100 * (1 - 2 * alpha):g} % CI "
-            f"inside ±{margin:g} pp (TOST); *non-inferior* = its lower end > −{margin:g} pp (margin stated in "
-            f"advance); *inconclusive* = neither, or < {MIN_SEEDS} seeds."
-        )
-        recs = []
-        for (ctx, x, lb), pc in p.groupby(["context", "x", "lbam"], sort=False, dropna=False):
-            rec = {first: _label(ctx, x, curve), "LBAM": lb}
+        findings = []
+        for (ctx, x, lbam), pc in p.groupby(["context", "x", "lbam"], sort=False, dropna=False):
+            rec = {first: _label(ctx, x, curve), "LBAM": lbam}
             for f in FINDINGS:
                 hits = pc[pc["finding"] == f]
                 rec[f] = ", ".join(
                     f"{b} ({pct(m, signed=True)})" for b, m in zip(hits["baseline"], hits["mean"])
                 )
-            recs.append(rec)
-        out.append(md(pd.DataFrame(recs).replace("", DASH)))
+            findings.append(rec)
+        out += [tests_caption(p), md(pd.DataFrame(findings).replace("", DASH))]
     return out
 
 
 def provenance(g: pd.DataFrame, res: Results) -> str:
+    """Runs, devices, commits, dates, training time, and the sweep as one Hydra multirun command."""
     rows = [res.runs[i].row for i in g["run"]]
-    sweep: dict[str, set] = {}
+    swept: dict[str, set] = {}
     for o in (o for r in rows for o in r.overrides if not o.startswith("attention.")):
-        sweep.setdefault(o.partition("=")[0], set()).add(o.partition("=")[2])
-    command = f"python -m lbam.train -m experiment={rows[0].experiment} attention={','.join(dict.fromkeys(g['attention']))}"
-    command += f" seed={','.join(map(str, sorted({r.seed for r in rows})))}"
-    command += "".join(
-        f" {k}={','.join(sorted(v, key=lambda v: (len(v), v)))}" for k, v in sorted(sweep.items())
-    )
-    own = sorted({s for s in g["setting"] if "(" in s})
+        swept.setdefault(o.partition("=")[0], set()).add(o.partition("=")[2])
+    command = [f"python -m lbam.train -m experiment={rows[0].experiment}"]
+    command.append(f"attention={','.join(dict.fromkeys(g['attention']))}")
+    command.append(f"seed={','.join(map(str, sorted({r.seed for r in rows})))}")
+    command += [f"{k}={','.join(sorted(v, key=lambda v: (len(v), v)))}" for k, v in sorted(swept.items())]
+    own = sorted({s for s in g["setting"] if "(" in s})  # settings with their own attention overrides
     dates = sorted(r.created_at[:10] for r in rows if r.created_at) or ["?"]
+    commits = sorted({(r.commit or "unknown")[:12] for r in rows})
+    hours = sum(r.train_seconds or 0.0 for r in rows) / 3600
     return (
         f"Provenance: {len(rows)} runs · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
-        f"{', '.join(sorted({(r.commit or 'unknown')[:12] for r in rows}))} · {dates[0]} … {dates[-1]} · "
-        f"training {sum(r.train_seconds or 0.0 for r in rows) / 3600:.2f} h summed over runs · `{command}`"
-        + (f", plus {', '.join(own)}" if own else "")
-        + "."
+        f"{', '.join(commits)} · {dates[0]} … {dates[-1]} · training {hours:.2f} h summed over runs · "
+        f"`{' '.join(command)}`" + (f", plus {', '.join(own)}" if own else "") + "."
     )
 
 
 def render_block(res: Results, link_prefix: str = "results") -> str:
     """The block between the markers; links are ``link_prefix/...``, to figures that exist."""
     parts = [
-        "_Generated by `python -m lbam.report` from `results/runs`; do not edit (`python -m lbam.report readme "
-        "--check` fails when this block is stale)._"
-    ] + [skipped_note(res)] * bool(res.skipped)
+        "_Generated by `python -m lbam.report` from `results/runs`; do not edit "
+        "(`python -m lbam.report readme --check` fails when this block is stale)._"
+    ]
+    if res.skipped:
+        parts.append(skipped_note(res))
     figures = figure_paths(res, res.root / "figures")
     for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
         links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
-        links += [f"[{k.replace('_', ' ')}]({link_prefix}/figures/{f.name})" for e, sl, _, k, f in figures
-                  if (e, sl) == (experiment, slug) and f.is_file()]  # fmt: skip
+        for e, sl, _, kind, path in figures:
+            if (e, sl) == (experiment, slug) and path.is_file():
+                links.append(f"[{kind.replace('_', ' ')}]({link_prefix}/figures/{path.name})")
         maps = res.root / "figures" / f"{experiment}_attention_maps.png"
-        links += [f"[attention maps]({link_prefix}/figures/{maps.name})"] * maps.is_file()
+        if maps.is_file():
+            links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
         parts += [*section(g, res), provenance(g, res), " · ".join(links)]
     return "\n\n".join(parts) + "\n"
 
 
-def update_readme(readme: str | Path, results_dir: str | Path, check: bool = False, res: Results | None = None) -> tuple[bool, str]:  # fmt: skip
+def update_readme(
+    readme: str | Path, results_dir: str | Path, check: bool = False, res: Results | None = None
+) -> tuple[bool, str]:
     """Fill the README block from ``results_dir``; with ``check`` only compare. Returns (up to date, diff)."""
     readme = Path(readme)
     res = res or load_results(results_dir)

@@ -29,18 +29,6 @@ GROUP = [
     "image_size",
     "width_mult",
 ]
-COLUMNS = (
-    "experiment",
-    "dataset",
-    "synthetic",
-    "profile",
-    "backbone",
-    "image_size",
-    "width_mult",
-    "attention",
-)
-COLUMNS += ("seed", "status", "run_name", "created_at", "device", "test_acc", "test_balanced_acc")
-COLUMNS += ("test_macro_f1", "params", "attention_params", "flops", "images_per_second")
 DEFAULT_ANALYSIS = {"alpha": 0.05, "noninferiority_margin": 0.01, "curve": None}
 
 
@@ -112,7 +100,7 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
         raise ReportError(f"no valid result rows under {runs_dir} (make some with `make quick`)")
     df = pd.DataFrame(
         {
-            **{k: getattr(r.row, k) for k in COLUMNS},
+            **{k: v for k, v in vars(r.row).items() if not isinstance(v, (list, dict))},  # the scalars
             "device_kind": device_kind(r.row.device),
             "context": " ".join(o for o in r.row.overrides if not o.startswith("attention.")),
             "setting": setting_label(r.row.attention, r.row.overrides),
@@ -157,4 +145,10 @@ def groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 def title(g: pd.DataFrame) -> str:
     r = g.iloc[0]
     data = f"{r.dataset} (SYNTHETIC)" if r.synthetic else r.dataset
-    return f"{r.experiment}: {data} · profile {r.profile} · {r.device_kind} · {r.backbone} {r.image_size}px ×{r.width_mult:g}"
+    model = f"{r.backbone} {r.image_size}px ×{r.width_mult:g}"
+    return f"{r.experiment}: {data} · profile {r.profile} · {r.device_kind} · {model}"
+
+
+def without(context: str, key: str | None) -> str:
+    """``context`` less the override of ``key`` (e.g. the learning curve's ``dataset.train_subset``)."""
+    return " ".join(o for o in context.split() if o.partition("=")[0].lstrip("+~") != key)

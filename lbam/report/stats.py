@@ -1,5 +1,5 @@
-"""Paired comparisons of each LBAM setting with each baseline of its context (runs that differ in the attention
-alone), on balanced accuracy:
+"""Paired comparisons of each LBAM setting with each baseline of its context (runs that differ in the
+attention alone), on balanced accuracy:
 
 - per seed, McNemar's exact test on the per-sample predictions (the runs' test ids and targets must agree);
 - across seeds (n ≥ 3), a paired t-test of d_i = LBAM_i − baseline_i, Holm-corrected over the baselines;
@@ -80,7 +80,7 @@ def verdict(r: dict, margin: float, alpha: float) -> tuple[str, str]:
 
 
 def pairs(a: pd.DataFrame, b: pd.DataFrame, runs: list[Run]) -> list[tuple[Run, Run]]:
-    """The ok runs of two settings of one context matched by seed; their test samples and targets must agree."""
+    """The ok runs of two settings of one context, matched by seed; their test ids and targets must agree."""
     by_seed = {s: runs[i] for s, i in zip(b["seed"], b["run"])}
     out = [(runs[i], by_seed[s]) for s, i in zip(a["seed"], a["run"]) if s in by_seed]
     for x, y in out:
@@ -92,52 +92,55 @@ def pairs(a: pd.DataFrame, b: pd.DataFrame, runs: list[Run]) -> list[tuple[Run, 
 
 
 def _contexts(g: pd.DataFrame, runs: list[Run]):
-    """(key, analysis, {setting: ok rows}) per context."""
-    ok = g[g["status"] == "ok"]
-    for key, ctx in ok.groupby([*GROUP, "context"], sort=False):
-        yield key, analysis(ctx, runs), dict(tuple(ctx.groupby("setting", sort=False)))
+    """(context, analysis, {setting: ok rows}) per context of one group."""
+    for ctx, rows in g[g["status"] == "ok"].groupby("context", sort=False):
+        yield ctx, analysis(rows, runs), dict(tuple(rows.groupby("setting", sort=False)))
+
+
+def mcnemar(x: Run, y: Run) -> str:
+    """'s<seed>: b/c p=…' with b = samples x gets right and y wrong, c = the reverse."""
+    b = sum(x.preds[i][1] == t != y.preds[i][1] for i, (t, _) in x.preds.items())
+    c = sum(x.preds[i][1] != t == y.preds[i][1] for i, (t, _) in x.preds.items())
+    return f"s{x.row.seed}: {b}/{c} p={mcnemar_exact(b, c):.3g}"
+
+
+def diffs(pp: list[tuple[Run, Run]]) -> list[float]:
+    return [x.row.test_balanced_acc - y.row.test_balanced_acc for x, y in pp]
 
 
 def compare(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """One record per (context, LBAM setting, baseline setting); Holm over each LBAM setting's baselines."""
+    """One record per (context, LBAM setting, baseline setting) of a group; Holm over each LBAM setting's
+    baselines in its context."""
     out = []
-    for key, a, by in _contexts(g, runs):
+    for ctx, a, by in _contexts(g, runs):
         alpha, margin = float(a["alpha"]), float(a["noninferiority_margin"])
-        is_lbam = {s: rows["attention"].iloc[0] == "lbam" for s, rows in by.items()}
-        for lb in (s for s in by if is_lbam[s]):
+        lbams = [s for s, rows in by.items() if rows["attention"].iloc[0] == "lbam"]
+        for lb in lbams:
             family = []
-            for base in (s for s in by if not is_lbam[s]):
-                pp, mc = pairs(by[lb], by[base], runs), []
-                for x, y in pp:
-                    b = sum(x.preds[i][1] == t != y.preds[i][1] for i, (t, _) in x.preds.items())
-                    c = sum(x.preds[i][1] != t == y.preds[i][1] for i, (t, _) in x.preds.items())
-                    mc.append(f"s{x.row.seed}: {b}/{c} p={mcnemar_exact(b, c):.3g}")
-                d = [x.row.test_balanced_acc - y.row.test_balanced_acc for x, y in pp]
-                r = {
-                    **dict(zip([*GROUP, "context"], key)),
-                    "x": by[lb]["x"].iloc[0],
-                    "lbam": lb,
-                    "baseline": base,
+            for base in (s for s in by if s not in lbams):
+                pp = pairs(by[lb], by[base], runs)
+                d, nan = diffs(pp), math.nan
+                r = {"context": ctx, "x": by[lb]["x"].iloc[0], "lbam": lb, "baseline": base, "n": len(d)}
+                r |= {"mean": sum(d) / len(d) if d else nan, "std": nan, "p": nan, "p_holm": nan, "low": nan}
+                r |= {
+                    "high": nan,
+                    "margin": margin,
+                    "alpha": alpha,
+                    "mcnemar": "; ".join(mcnemar(x, y) for x, y in pp),
                 }
-                r |= {"n": len(d), "mean": sum(d) / len(d) if d else math.nan, "std": math.nan, "p": math.nan}
-                r |= {"p_holm": math.nan, "low": math.nan, "high": math.nan, "margin": margin, "alpha": alpha}
-                r |= vars(paired_t(d, alpha)) if len(d) >= MIN_SEEDS else {}
-                family.append(r | {"mcnemar": "; ".join(mc)})
+                family.append(r | (vars(paired_t(d, alpha)) if len(d) >= MIN_SEEDS else {}))
             tested = [r for r in family if not math.isnan(r["p"])]
             for r, p in zip(tested, holm([r["p"] for r in tested])):
                 r["p_holm"] = p
             out += [r | dict(zip(("finding", "verdict"), verdict(r, margin, alpha))) for r in family]
-    return pd.DataFrame(out)
+    return pd.DataFrame([{**g[GROUP].iloc[0].to_dict(), **r} for r in out])
 
 
-def delta_vs_none(g: pd.DataFrame, runs: list[Run]) -> dict[tuple, float]:
-    """Mean over shared seeds of (setting − none) balanced accuracy, keyed by (*group, context, setting)."""
+def delta_vs_none(g: pd.DataFrame, runs: list[Run]) -> dict[tuple[str, str], float]:
+    """Mean over shared seeds of (setting − none) balanced accuracy, keyed by (context, setting)."""
     out = {}
-    for key, _, by in _contexts(g, runs):
+    for ctx, _, by in _contexts(g, runs):
         for s, rows in by.items():
-            d = [
-                x.row.test_balanced_acc - y.row.test_balanced_acc
-                for x, y in pairs(rows, by.get("none", rows[:0]), runs)
-            ]
-            out[(*key, s)] = sum(d) / len(d) if d else math.nan
+            d = diffs(pairs(rows, by["none"], runs)) if "none" in by else []
+            out[ctx, s] = sum(d) / len(d) if d else math.nan
     return out

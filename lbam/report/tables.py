@@ -35,7 +35,7 @@ def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     agg |= {"images_per_second": ("images_per_second", "mean")}
     out = g.groupby(keys, sort=False).agg(**agg).reset_index()
     delta = delta_vs_none(g, runs)
-    out["delta_vs_none"] = [delta.get(tuple(r), math.nan) for r in out[keys].itertuples(index=False)]
+    out["delta_vs_none"] = [delta.get(k, math.nan) for k in zip(out["context"], out["setting"])]
     return out
 
 
@@ -85,15 +85,16 @@ def pairs_table(p: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def pairs_caption(p: pd.DataFrame) -> str:
+def tests_caption(p: pd.DataFrame) -> str:
+    """How the verdicts are reached, with the experiment's α and margin."""
     alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
     return (
-        "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced accuracy, "
-        f"mean ± sample std over the n seeds. With n ≥ {MIN_SEEDS}: two-sided paired t-test (scipy.stats), "
-        f"Holm-corrected over the baselines (α = {alpha:g}); the {100 * (1 - 2 * alpha):g} % CI of Δ gives "
-        f"non-inferiority (lower end > −{margin:g} pp, the margin stated in advance; not multiplicity-adjusted) "
-        f"and TOST equivalence (CI inside ±{margin:g} pp). McNemar's exact test per seed: b = LBAM right and "
-        "baseline wrong, c = the reverse."
+        "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced "
+        "accuracy (pp). *differ*: two-sided paired t-test over the seeds (scipy.stats), Holm-corrected "
+        f"over the baselines, p < {alpha:g}; *equivalent*: the {100 * (1 - 2 * alpha):g} % CI of Δ inside "
+        f"±{margin:g} pp (TOST); "
+        f"*non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; not adjusted for "
+        f"multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
     )
 
 
@@ -109,12 +110,16 @@ def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFra
         f"## {title(g)}",
         f"Device {'; '.join(sorted(set(g['device'].astype(str))))} · seeds {seeds}. Accuracies in %, mean ± "
         "sample std (ddof = 1) over the n ok seeds; Δ vs `none` in pp, paired over the seeds both ran; "
-        f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training throughput.",
+        f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed.",
     ]
     for (ctx, x), sc in s.groupby(["context", "x"], sort=False, dropna=False):
-        parts += [f"### {heading(ctx, x)}"] * bool(heading(ctx, x)) + [md(table(sc))]
+        if heading(ctx, x):
+            parts.append(f"### {heading(ctx, x)}")
+        parts.append(md(table(sc)))
         pc = p[p["context"] == ctx] if len(p) else p
-        parts += [pairs_caption(pc), md(pairs_table(pc))] if len(pc) else []
+        if len(pc):
+            mc = "McNemar's exact test per seed: b = LBAM right and baseline wrong, c = the reverse."
+            parts += [f"{tests_caption(pc)} {mc}", md(pairs_table(pc))]
     failed = g[g["status"] == "failed"]
     if len(failed):
         errors = [
@@ -141,12 +146,8 @@ def write_tables(res: Results, results_dir: str | Path) -> list[Path]:
     """Write results/tables/<experiment>.{md,csv,tex} and <experiment>_pairs.csv; returns the paths."""
     written = []
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
-        text, tex, summaries, comparisons = (
-            [f"# Results: {experiment}"] + [skipped_note(res)] * bool(res.skipped),
-            [],
-            [],
-            [],
-        )
+        text = [f"# Results: {experiment}"] + ([skipped_note(res)] if res.skipped else [])
+        tex, summaries, comparisons = [], [], []
         for _, _, g in parts:
             s, p = summarize(g, res.runs), compare(g, res.runs)
             text.append(group_markdown(g, res, s, p))
