@@ -1,5 +1,6 @@
 """lbam.report on fixture rows written here through lbam.results: validation, grouping, seed statistics,
-fair pairing, Holm, the paired t-test with non-inferiority and equivalence, the learning curve, the README block."""
+fair pairing, Holm, the paired t-test with non-inferiority and equivalence, the learning curve, the README
+block."""
 
 import json
 import math
@@ -43,7 +44,8 @@ def put(
     preds = [(t + 1) % 3 if i in wrong else t for i, t in enumerate(targets)]
     m = classification_metrics(confusion_matrix(torch.tensor(targets), torch.tensor(preds), 3), CLASSES)
     row = Row(
-        experiment=experiment, run_name=name, profile=kw.pop("profile", "quick"), seed=seed, overrides=overrides,
+        experiment=experiment, run_name=name, profile=kw.pop("profile", "quick"), seed=seed,
+        overrides=overrides,
         dataset="bccd", synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={},
         placement="stage", width_mult=0.5, image_size=48, status=status, class_names=CLASSES,
         params=1000 + 10 * len(attention), attention_params=10 * len(attention), macs=500, flops=1000,
@@ -293,8 +295,8 @@ def test_holm_and_noninferiority_from_rows(tmp_path):
 def _curve(tmp_path, seeds=3):
     a = {"curve": "dataset.train_subset", "noninferiority_margin": 0.01, "alpha": 0.05}
     for seed in range(seeds):
-        for size, extra in ((25, 6), (50, 3), (None, 1)):
-            ov = [f"dataset.train_subset={size}"] if size else []
+        for size, extra in ((25, 6), (50, 3), ("null", 1)):  # null: the whole training split (n_train)
+            ov = [f"dataset.train_subset={size}"]
             put(
                 tmp_path, "none", seed, set(range(extra + 2 + seed)), ov, "curve", analysis=a, profile="curve"
             )
@@ -316,13 +318,15 @@ def test_learning_curve_figure_tables_and_readme(tmp_path, capsys):
     assert (tmp_path / "figures" / "quick_acc_vs_params.png").is_file()
     md = (tmp_path / "tables" / "curve.md").read_text()
     assert (
-        md.index("train-set size 25") < md.index("train-set size 50") < md.index("train-set size 200 (whole")
+        md.index("train-set size 25")
+        < md.index("train-set size 50")
+        < md.index("train-set size 200 (whole training split) (dataset.train_subset=null)")
     )
     assert "attention maps of curve skipped" in out
     text = readme.read_text()
     block = text[text.index("results:start") : text.index("results:end")]
     assert block.index("learning curve") < block.index("quick:")  # the curve's finding leads
-    assert "| 25 " in block and "| 200 " in block and "equivalent" in block
+    assert "| 25 " in block and "| 200 (all) " in block and "equivalent" in block
     assert "bam (+0.00)" in block  # identical predictions: Δ = 0 on every seed, equivalent within ±1 pp
     assert "curve_learning_curve.png" in block and text.endswith("after\n")
     assert len(block.splitlines()) < 60

@@ -1,5 +1,6 @@
-"""Attention maps: checkpoints only from inside the experiments folder and never unpickled, a missing checkpoint
-is one line, the map M recovered by hooks is the module's own, and the figure is drawn from a real cnn4."""
+"""Attention maps: checkpoints only from inside the experiments folder and never unpickled, a missing
+checkpoint is one line, the map M recovered by hooks is the module's own, and the figure is drawn from a real
+cnn4."""
 
 import pickle
 import types
@@ -26,7 +27,8 @@ def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) 
         synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={}, placement="stage",
         width_mult=0.25, image_size=32, status="ok", test_acc=1.0, test_balanced_acc=1.0, test_macro_f1=1.0,
         class_names=CLASSES, params=1, attention_params=1, macs=1, flops=1, n_train=10, n_test=N,
-        train_seconds=1.0, checkpoint=checkpoint, datamodule=datamodule or {"_target_": "lbam.data.BCCDDataModule"},
+        train_seconds=1.0, checkpoint=checkpoint,
+        datamodule=datamodule or {"_target_": "lbam.data.BCCDDataModule"},
     )  # fmt: skip
     return write_row(row, list(zip(ids, targets, targets)), results)
 
@@ -92,7 +94,8 @@ def test_a_checkpoint_outside_the_experiments_dir_is_refused(tmp_path, capsys, w
     (tmp_path / "outside.ckpt").write_bytes(b"x")
     put(tmp_path, "lbam", where)
     put(tmp_path, "bam", where)
-    rc = main(["attention-maps", "--experiment", "exp", "--results-dir", str(tmp_path), "--experiments-dir", str(tmp_path / "experiments")])  # fmt: skip
+    args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", tmp_path / "experiments"]
+    rc = main(["attention-maps", *map(str, args)])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
     assert err.startswith("lbam.report: error:") and "outside" in err and "lbam_s0.json" in err
@@ -141,11 +144,13 @@ def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, caps
         put(tmp_path, att, f"{att}/last.ckpt")
     torch.manual_seed(1)
     images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
+    batches = [(images[:6], labels[:6]), (images[6:], labels[6:])]
     dm = types.SimpleNamespace(
-        class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: [(images[:6], labels[:6]), (images[6:], labels[6:])]
-    )  # fmt: skip
+        class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: batches
+    )
     monkeypatch.setattr(maps, "build_datamodule", lambda run: dm)
-    assert main(["attention-maps", "--experiment", "exp", "--results-dir", str(tmp_path), "--experiments-dir", str(exp)]) == 0  # fmt: skip
+    args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", exp]
+    assert main(["attention-maps", *map(str, args)]) == 0
     out = tmp_path / "figures" / "exp_attention_maps.png"
     assert str(out) in capsys.readouterr().out and out.stat().st_size > 5000
 

@@ -20,18 +20,18 @@ from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize, test
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def _label(ctx: str, x: float, curve: str | None) -> str:
+def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
     """A context's row label: on a curve its training-set size (and other overrides), else its overrides."""
     rest = without(ctx, curve)
     if math.isnan(x):
         return rest or "default"
-    return f"{x:g}" + (f" ({rest})" if rest else "") + (" (all)" if ctx == rest else "")
+    return f"{x:g}" + (" (all)" if whole else "") + (f" ({rest})" if rest else "")
 
 
 def section(g: pd.DataFrame, res: Results) -> list[str]:
     s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
     first = "train size" if curve else "overrides"
-    s[first] = [_label(c, x, curve) for c, x in zip(s["context"], s["x"])]
+    s[first] = [_label(c, x, w, curve) for c, x, w in zip(s["context"], s["x"], s["whole"])]
     s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
     acc = s.pivot(index=first, columns="setting", values="cell")
     acc = acc.reindex(index=list(dict.fromkeys(s[first])), columns=list(dict.fromkeys(s["setting"])))
@@ -51,8 +51,10 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     ]
     if len(p):
         findings = []
-        for (ctx, x, lbam), pc in p.groupby(["context", "x", "lbam"], sort=False, dropna=False):
-            rec = {first: _label(ctx, x, curve), "LBAM": lbam}
+        for (ctx, x, whole, lbam), pc in p.groupby(
+            ["context", "x", "whole", "lbam"], sort=False, dropna=False
+        ):
+            rec = {first: _label(ctx, x, whole, curve), "LBAM": lbam}
             for f in FINDINGS:
                 hits = pc[pc["finding"] == f]
                 rec[f] = ", ".join(
@@ -78,7 +80,7 @@ def provenance(g: pd.DataFrame, res: Results) -> str:
     commits = sorted({(r.commit or "unknown")[:12] for r in rows})
     hours = sum(r.train_seconds or 0.0 for r in rows) / 3600
     return (
-        f"Provenance: {len(rows)} runs · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
+        f"Provenance: runs {len(rows)} · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
         f"{', '.join(commits)} · {dates[0]} … {dates[-1]} · training {hours:.2f} h summed over runs · "
         f"`{' '.join(command)}`" + (f", plus {', '.join(own)}" if own else "") + "."
     )
@@ -102,7 +104,10 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
         if maps.is_file():
             links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
         parts += [*section(g, res), provenance(g, res), " · ".join(links)]
-    return "\n\n".join(parts) + "\n"
+    # The verdicts' caption once per distinct α and margin.
+    return (
+        "\n\n".join(p for i, p in enumerate(parts) if not (p.startswith("LBAM vs") and p in parts[:i])) + "\n"
+    )
 
 
 def update_readme(

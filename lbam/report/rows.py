@@ -19,16 +19,7 @@ import pandas as pd
 from lbam.results import Row, RowError, load_row, read_predictions
 
 ORDER = ("none", "se", "cbam", "bam", "eca", "lbam")
-GROUP = [
-    "experiment",
-    "dataset",
-    "synthetic",
-    "profile",
-    "device_kind",
-    "backbone",
-    "image_size",
-    "width_mult",
-]
+GROUP = "experiment dataset synthetic profile device_kind backbone image_size width_mult".split()
 DEFAULT_ANALYSIS = {"alpha": 0.05, "noninferiority_margin": 0.01, "curve": None}
 
 
@@ -42,6 +33,7 @@ class Run:
     path: Path
     preds: dict[str, tuple[int, int]] | None  # sample id -> (target, pred); ok rows only
     x: float = float("nan")  # learning-curve abscissa, see curve_x
+    whole: bool = False  # on a learning curve, trained on the whole training split
 
 
 @dataclass
@@ -61,16 +53,17 @@ def _load(path: Path) -> Run:
         if abs(acc - row.test_acc) > 1e-4:
             raise RowError(f"{path}: test_acc={row.test_acc:.6f} but its predictions give {acc:.6f}")
     run.x = curve_x(row, path)
+    run.whole = bool(row.analysis.get("curve")) and run.x == row.n_train
     return run
 
 
 def curve_x(row: Row, path: Path) -> float:
     """The training-set size of a learning-curve row: the value of the override named by ``analysis.curve``,
-    else ``n_train`` (the whole split); nan when the experiment has no curve."""
+    else (no override, or null) ``n_train``, the whole split; nan when the experiment has no curve."""
     key = row.analysis.get("curve")
     for o in row.overrides if key else ():
         name, _, value = o.partition("=")
-        if name.lstrip("+~") == key:
+        if name.lstrip("+~") == key and value.lower() not in ("null", "none"):
             try:
                 return float(value)
             except ValueError:
@@ -105,6 +98,7 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
             "context": " ".join(o for o in r.row.overrides if not o.startswith("attention.")),
             "setting": setting_label(r.row.attention, r.row.overrides),
             "x": r.x,
+            "whole": r.whole,
             "run": i,
         }
         for i, r in enumerate(runs)

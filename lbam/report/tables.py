@@ -26,7 +26,8 @@ def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """One row per (context, setting) of a group: n ok seeds, failed runs, metric means and sample stds, cost,
     and Δ balanced accuracy vs `none` paired over seeds."""
     keys = [*GROUP, "context", "setting"]
-    agg = {"x": ("x", "first"), "attention": ("attention", "first"), "n": ("test_acc", "count")}
+    agg = {"x": ("x", "first"), "whole": ("whole", "first"), "attention": ("attention", "first")}
+    agg |= {"n": ("test_acc", "count")}
     agg |= {"failed": ("status", lambda s: int((s == "failed").sum()))}
     agg |= {"seeds": ("seed", lambda s: " ".join(str(v) for v in s[g.loc[s.index, "status"] == "ok"]))}
     for k in METRICS:
@@ -98,10 +99,12 @@ def tests_caption(p: pd.DataFrame) -> str:
     )
 
 
-def heading(ctx: str, x: float) -> str:
-    if not math.isnan(x):
-        return f"train-set size {x:g}" + (f" ({ctx})" if ctx else " (whole training split)")
-    return f"overrides: {ctx}" if ctx else ""
+def heading(ctx: str, x: float, whole: bool) -> str:
+    if math.isnan(x):
+        return f"overrides: {ctx}" if ctx else ""
+    return (
+        f"train-set size {x:g}" + (" (whole training split)" if whole else "") + (f" ({ctx})" if ctx else "")
+    )
 
 
 def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFrame) -> str:
@@ -112,9 +115,9 @@ def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFra
         "sample std (ddof = 1) over the n ok seeds; Δ vs `none` in pp, paired over the seeds both ran; "
         f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed.",
     ]
-    for (ctx, x), sc in s.groupby(["context", "x"], sort=False, dropna=False):
-        if heading(ctx, x):
-            parts.append(f"### {heading(ctx, x)}")
+    for (ctx, x, whole), sc in s.groupby(["context", "x", "whole"], sort=False, dropna=False):
+        if heading(ctx, x, whole):
+            parts.append(f"### {heading(ctx, x, whole)}")
         parts.append(md(table(sc)))
         pc = p[p["context"] == ctx] if len(p) else p
         if len(pc):
