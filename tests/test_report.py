@@ -134,6 +134,15 @@ def test_test_acc_must_agree_with_the_predictions(tmp_path):
         load_results(tmp_path)
 
 
+def test_a_curve_size_that_is_not_a_number_is_an_error(tmp_path):
+    path = put(
+        tmp_path, "none", overrides=["dataset.train_subset=abc"], analysis={"curve": "dataset.train_subset"}
+    )
+    with pytest.raises(ReportError, match="is not a number") as e:
+        load_results(tmp_path)
+    assert str(path) in str(e.value)
+
+
 def test_no_rows_is_one_line(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "--results-dir", tmp_path)
     assert rc == 1
@@ -156,13 +165,10 @@ def test_mean_sample_std_and_groups(tmp_path):
     assert r["n"] == 3 and r["seeds"] == "0 1 2"
     assert r["test_acc_mean"] == pytest.approx(statistics.fmean(accs))
     assert r["test_acc_std"] == pytest.approx(statistics.stdev(accs))  # ddof = 1
-    none_bal = [1 - (s + 2) / N for s in range(3)]  # one wrong per class cycle: balanced = plain here
-    lbam_bal = [
-        res.runs[i].row.test_balanced_acc
-        for i in res.frame.query("setting == 'lbam' and profile == 'quick' and device_kind == 'cpu'")["run"]
-    ]
+    quick = res.frame.query("profile == 'quick' and device_kind == 'cpu'").set_index(["setting", "seed"])
+    bal = {k: res.runs[i].row.test_balanced_acc for k, i in quick["run"].items()}
     assert r["delta_vs_none"] == pytest.approx(
-        statistics.fmean(a - b for a, b in zip(lbam_bal, none_bal)), abs=1e-3
+        statistics.fmean(bal["lbam", s] - bal["none", s] for s in range(3))
     )
     s = summarize_all(res)
     assert len(s[s["setting"] == "lbam"]) == 3  # quick-cpu, full-cpu, quick-cuda

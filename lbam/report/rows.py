@@ -52,23 +52,25 @@ def _load(path: Path) -> Run:
         acc = sum(t == p for t, p in run.preds.values()) / len(run.preds)
         if abs(acc - row.test_acc) > 1e-4:
             raise RowError(f"{path}: test_acc={row.test_acc:.6f} but its predictions give {acc:.6f}")
-    run.x = curve_x(row, path)
-    run.whole = bool(row.analysis.get("curve")) and run.x == row.n_train
+    run.x, run.whole = curve_x(row, path)
     return run
 
 
-def curve_x(row: Row, path: Path) -> float:
-    """The training-set size of a learning-curve row: the value of the override named by ``analysis.curve``,
-    else (no override, or null) ``n_train``, the whole split; nan when the experiment has no curve."""
+def curve_x(row: Row, path: Path) -> tuple[float, bool]:
+    """(training-set size, whole split?) of a learning-curve row: the value of the override named by
+    ``analysis.curve``, else (no such override, or null) ``n_train``, the whole training split; nan and False
+    when the experiment has no curve."""
     key = row.analysis.get("curve")
     for o in row.overrides if key else ():
         name, _, value = o.partition("=")
         if name.lstrip("+~") == key and value.lower() not in ("null", "none"):
             try:
-                return float(value)
+                return float(value), False
             except ValueError:
                 raise RowError(f"{path}: {key} in {o!r} is not a number") from None
-    return float(row.n_train) if key and row.n_train is not None else float("nan")
+    if not key:
+        return float("nan"), False
+    return float("nan") if row.n_train is None else float(row.n_train), True
 
 
 def device_kind(device: str | None) -> str:
