@@ -89,34 +89,18 @@ def build_datamodule(run: Run):
 
 @torch.no_grad()
 def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """One forward with hooks on ``module``: predictions, σ(spatial logits) of its ``spatial`` branch, and the
-    map M averaged over channels, both N×H×W at the image size.
+    """The predictions and, from the same forward (``lbam.attention.capture_maps``), the map M of ``module``
+    (its ``gate``) averaged over channels and σ(spatial logits) of its spatial branch, N×H×W at image size."""
+    from lbam.attention import capture_maps
 
-    M is read from the module's own input F and output F' (F' = F ⊗ M, or F + F ⊗ M when residual), as
-    M = F'/F (− 1) wherever F ≠ 0: exact for either gate, however the module computes it.
-    """
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [
-        module.register_forward_pre_hook(lambda m, i: seen.update(x=i[0].clone())),
-        module.register_forward_hook(lambda m, i, o: seen.update(y=o.clone())),
-    ]
-    if getattr(module, "spatial", None) is not None:
-        hooks.append(module.spatial.register_forward_hook(lambda m, i, o: seen.update(s=o.clone())))
-    try:
+    with capture_maps(module) as found:
         logits = model(images)
-    finally:
-        for h in hooks:
-            h.remove()
-    x, y, residual = seen["x"], seen["y"], float(getattr(module, "residual", True))
-    nonzero = x.abs() > 1e-4  # after a ReLU many F are exactly 0, where M cannot be read
-    ratio = torch.where(nonzero, y / torch.where(nonzero, x, 1.0) - residual, torch.nan)
-    maps = {"full": ratio.nanmean(1, keepdim=True).nan_to_num(0.0)}
-    if "s" in seen:
-        maps["spatial"] = torch.sigmoid(seen["s"])
+    maps = {"full": found["gate"].mean(1, keepdim=True)}
+    if "spatial" in found:
+        maps["spatial"] = torch.sigmoid(found["spatial"])
     size = images.shape[-2:]
-    return {"pred": logits.argmax(1)} | {
-        k: F.interpolate(v, size=size, mode="bilinear")[:, 0] for k, v in maps.items()
-    }
+    up = {k: F.interpolate(v, size=size, mode="bilinear")[:, 0] for k, v in maps.items()}
+    return {"pred": logits.argmax(1), **up}
 
 
 def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
@@ -140,7 +124,7 @@ def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
         m = maps[name][key][i]
         lo, hi = float(m.min()), float(m.max())
         ax.imshow(((m - lo) / max(hi - lo, 1e-8)).numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_xlabel(f"pred {dm.class_names[int(maps[name]['pred'][i])]}, {lo:.2f}–{hi:.2f}", fontsize=7)
+        ax.set_xlabel(f"pred {dm.class_names[int(maps[name]['pred'][i])]}, {lo:.3f}–{hi:.3f}", fontsize=7)
     fig.suptitle(title, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight", metadata={"Software": None})
