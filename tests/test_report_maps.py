@@ -29,7 +29,7 @@ def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) 
         width_mult=0.25, image_size=32, status="ok", test_acc=1.0, test_balanced_acc=1.0, test_macro_f1=1.0,
         class_names=CLASSES, params=1, attention_params=1, macs=1, flops=1, n_train=10, n_test=N,
         train_seconds=1.0, checkpoint=checkpoint,
-        datamodule=datamodule or {"_target_": "lbam.data.BCCDDataModule"},
+        datamodule={"_target_": "lbam.data.BCCDDataModule"} if datamodule is None else datamodule,
     )  # fmt: skip
     return write_row(row, list(zip(ids, targets, targets)), results)
 
@@ -134,6 +134,7 @@ def test_a_crafted_checkpoint_is_never_unpickled(tmp_path, fmt):
 
 @pytest.mark.parametrize("target", ["os.system", "lbam.report.cli.main", "lbam.dataevil.X", "lbam.data.nope"])
 def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
+    """The row's _target_ is imported only from lbam.data, and only a LightningDataModule class is built."""
     put(tmp_path, "lbam", None, {"_target_": target, "command": "touch pwned"})
     run = load_results(tmp_path).runs[0]
     with pytest.raises(ReportError, match=r"not a LightningDataModule of lbam\.data"):
@@ -157,6 +158,12 @@ def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, caps
     assert main(["attention-maps", *map(str, args)]) == 0
     out = tmp_path / "figures" / "exp_attention_maps.png"
     assert str(out) in capsys.readouterr().out and out.stat().st_size > 5000
+
+
+def test_a_row_without_datamodule_is_one_line(tmp_path):
+    put(tmp_path, "lbam", None, {})
+    with pytest.raises(ReportError, match="records no datamodule"):
+        maps.build_datamodule(load_results(tmp_path).runs[0])
 
 
 def test_attention_maps_needs_an_experiment(tmp_path, capsys):

@@ -33,7 +33,7 @@ def figure_paths(res: Results, figures_dir: Path) -> list[tuple[str, str, pd.Dat
 def lines(g: pd.DataFrame, curve: str | None = None):
     """(label, ok rows) per setting and context, the context without the curve's override."""
     ok = g[g["status"] == "ok"]
-    line = [without(c, curve) for c in ok["context"]]
+    line = [without(c, curve) for c in ok["shown"]]
     for (ctx, setting), rows in ok.assign(line=line).groupby(["line", "setting"], sort=False):
         yield (f"{setting} [{ctx}]" if ctx else setting), rows
 

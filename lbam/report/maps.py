@@ -63,7 +63,9 @@ def build_datamodule(run: Run):
     LBAM_CACHE_DIR (default data/ and data/.cache)."""
     from pytorch_lightning import LightningDataModule
 
-    spec = dict(run.row.datamodule or {})
+    if not run.row.datamodule:
+        raise ReportError(f"{run.path}: the row records no datamodule to rebuild its test split; rerun it")
+    spec = dict(run.row.datamodule)
     target = str(spec.pop("_target_", ""))
     module, _, name = target.rpartition(".")
     try:
@@ -141,13 +143,13 @@ def attention_maps(
     ok = ok if seed is None else ok[ok["seed"] == seed]
     keys = [*GROUP, "context", "seed"]
     both = ok[ok["setting"] == "lbam"].merge(ok[ok["setting"] == "bam"], on=keys, suffixes=("", "_bam"))
-    both = both.assign(full=both["context"] != "").sort_values(["full", "x", "seed"], ascending=[1, 0, 1])
+    both = both.sort_values(["whole", "x", "seed"], ascending=[False, False, True], kind="stable")
     for r in both.itertuples():
         lbam, bam = res.runs[r.run], res.runs[r.run_bam]
         paths = [checkpoint_path(lbam, experiments_dir), checkpoint_path(bam, experiments_dir)]
         if None not in paths:
             models = {"LBAM": load_model(lbam, paths[0]), "BAM": load_model(bam, paths[1])}
-            what = f"{experiment} · {r.context or 'whole training split'} · seed {r.seed} · last module"
+            what = f"{experiment} · {r.shown or 'default'} · seed {r.seed} · last attention module"
             out = res.root / "figures" / f"{experiment}_attention_maps.png"
             return figure(models, build_datamodule(lbam), n_per_class, out, what)
     print(

@@ -31,7 +31,7 @@ def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
 def section(g: pd.DataFrame, res: Results) -> list[str]:
     s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
     first = "train size" if curve else "overrides"
-    s[first] = [_label(c, x, w, curve) for c, x, w in zip(s["context"], s["x"], s["whole"])]
+    s[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
     s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
     acc = s.pivot(index=first, columns="setting", values="cell")
     acc = acc.reindex(index=list(dict.fromkeys(s[first])), columns=list(dict.fromkeys(s["setting"])))
@@ -51,9 +51,7 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     ]
     if len(p):
         findings = []
-        for (ctx, x, whole, lbam), pc in p.groupby(
-            ["context", "x", "whole", "lbam"], sort=False, dropna=False
-        ):
+        for (ctx, x, whole, lbam), pc in p.groupby(["shown", "x", "whole", "lbam"], sort=False, dropna=False):
             rec = {first: _label(ctx, x, whole, curve), "LBAM": lbam}
             for f in FINDINGS:
                 hits = pc[pc["finding"] == f]

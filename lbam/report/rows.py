@@ -4,7 +4,8 @@ predictions, a rerun of a seed keeps the newest row, and each row gets its group
 - group: rows that may share a table (same experiment, dataset, synthetic flag, profile, device kind,
   backbone, image size and width);
 - context: the row's overrides other than ``attention.*`` (e.g. ``dataset.train_subset=25``); runs are paired
-  only within one context, so only runs that differ in the attention alone are compared;
+  only within one context, so only runs that differ in the attention alone are compared; ``shown`` is the
+  context less the overrides shared by the whole group;
 - setting: the attention and its own overrides, e.g. ``lbam (residual=false)``.
 """
 
@@ -111,6 +112,10 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
     df = df.drop_duplicates([*GROUP, "context", "setting", "seed"], keep="last")
     df["rank"] = [ORDER.index(a) if a in ORDER else len(ORDER) for a in df["attention"]]
     df = df.sort_values([*GROUP, "x", "context", "rank", "setting", "seed"], na_position="first")
+    # For display, what tells the contexts of a group apart: the context less the overrides all runs share.
+    for _, g in df.groupby(GROUP):
+        common = set.intersection(*(set(c.split()) for c in g["context"]))
+        df.loc[g.index, "shown"] = [" ".join(o for o in c.split() if o not in common) for c in g["context"]]
     return Results(df.drop(columns="rank").reset_index(drop=True), runs, skipped, Path(results_dir))
 
 

@@ -120,8 +120,8 @@ def compare(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
             for base in (s for s in by if s not in lbams):
                 pp = pairs(by[lb], by[base], runs)
                 d, nan = diffs(pp), math.nan
-                r = {"context": ctx, "x": by[lb]["x"].iloc[0], "whole": by[lb]["whole"].iloc[0], "lbam": lb}
-                r |= {"baseline": base, "n": len(d)}
+                r = {"context": ctx, **by[lb][["shown", "x", "whole"]].iloc[0].to_dict()}
+                r |= {"lbam": lb, "baseline": base, "n": len(d)}
                 r |= {"mean": sum(d) / len(d) if d else nan, "std": nan, "p": nan, "p_holm": nan, "low": nan}
                 r |= {
                     "high": nan,

@@ -26,7 +26,7 @@ def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """One row per (context, setting) of a group: n ok seeds, failed runs, metric means and sample stds, cost,
     and Δ balanced accuracy vs `none` paired over seeds."""
     keys = [*GROUP, "context", "setting"]
-    agg = {"x": ("x", "first"), "whole": ("whole", "first"), "attention": ("attention", "first")}
+    agg = {k: (k, "first") for k in ("shown", "x", "whole", "attention")}
     agg |= {"n": ("test_acc", "count")}
     agg |= {"failed": ("status", lambda s: int((s == "failed").sum()))}
     agg |= {"seeds": ("seed", lambda s: " ".join(str(v) for v in s[g.loc[s.index, "status"] == "ok"]))}
@@ -99,11 +99,13 @@ def tests_caption(p: pd.DataFrame) -> str:
     )
 
 
-def heading(ctx: str, x: float, whole: bool) -> str:
+def heading(shown: str, x: float, whole: bool) -> str:
     if math.isnan(x):
-        return f"overrides: {ctx}" if ctx else ""
+        return f"overrides: {shown}" if shown else ""
     return (
-        f"train-set size {x:g}" + (" (whole training split)" if whole else "") + (f" ({ctx})" if ctx else "")
+        f"train-set size {x:g}"
+        + (" (whole training split)" if whole else "")
+        + (f" ({shown})" if shown else "")
     )
 
 
@@ -115,9 +117,9 @@ def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFra
         "sample std (ddof = 1) over the n ok seeds; Δ vs `none` in pp, paired over the seeds both ran; "
         f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed.",
     ]
-    for (ctx, x, whole), sc in s.groupby(["context", "x", "whole"], sort=False, dropna=False):
-        if heading(ctx, x, whole):
-            parts.append(f"### {heading(ctx, x, whole)}")
+    for (ctx, shown, x, whole), sc in s.groupby(["context", "shown", "x", "whole"], sort=False, dropna=False):
+        if heading(shown, x, whole):
+            parts.append(f"### {heading(shown, x, whole)}")
         parts.append(md(table(sc)))
         pc = p[p["context"] == ctx] if len(p) else p
         if len(pc):
@@ -129,7 +131,13 @@ def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFra
             (str(res.runs[i].row.error or "").strip().splitlines() or ["?"])[-1][:160] for i in failed["run"]
         ]
         parts.append(f"**Failed runs: {len(failed)}** (in no mean)")
-        parts.append(md(failed[["setting", "context", "seed", "run_name"]].assign(error=errors)))
+        parts.append(
+            md(
+                failed[["setting", "shown", "seed", "run_name"]]
+                .rename(columns={"shown": "overrides"})
+                .assign(error=errors)
+            )
+        )
     return "\n\n".join(parts)
 
 
