@@ -1,264 +1,364 @@
-"""lbam.report on fixture rows written here: tables (means, sample stds, counts), grouping, failed and corrupt
-rows, McNemar, figures, empty results and the README check."""
+"""lbam.report on fixture rows written here through lbam.results: validation, grouping, seed statistics,
+fair pairing, Holm, the paired t-test with non-inferiority and equivalence, the learning curve, the README
+block."""
 
-import contextlib
-import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats as sst
 
-from lbam.report import ReportWarning, main, mcnemar_exact
-from lbam.report.rows import group_rows, load_rows, setting_label
-from lbam.report.tables import setting_record
+from lbam.metrics import classification_metrics, confusion_matrix
+from lbam.report import main
+from lbam.report.rows import ReportError, groups, load_results
+from lbam.report.stats import compare, holm, mcnemar_exact, paired_t, verdict
+from lbam.report.tables import summarize
+from lbam.results import Row, write_row
 
-N_TEST = 40
-CLASSES = ["Platelets", "RBC", "WBC"]
-
-
-def _targets() -> list[int]:
-    return [i % 3 for i in range(N_TEST)]
-
-
-def write_row(
-    runs: Path, experiment="exp", attention="none", seed=0, acc=0.8, profile="quick", correct=None, **extra
-):
-    """One result row + predictions; `correct` is the set of sample indices predicted right."""
-    run_name = f"{attention}_s{seed}_{profile}" + extra.pop("suffix", "")
-    targets = _targets()
-    correct = set(range(round(acc * N_TEST))) if correct is None else correct
-    preds = [t if i in correct else (t + 1) % 3 for i, t in enumerate(targets)]
-    row = {
-        "experiment": experiment,
-        "run_name": run_name,
-        "dataset": "bccd",
-        "synthetic": False,
-        "backbone": "cnn4",
-        "attention": attention,
-        "attention_kwargs": {},
-        "placement": "stage",
-        "width_mult": 1.0,
-        "image_size": 128,
-        "seed": seed,
-        "profile": profile,
-        "device": "cpu (2 threads, Test CPU)",
-        "precision": "32-true",
-        "status": "ok",
-        "error": None,
-        "test_acc": acc,
-        "test_balanced_acc": acc - 0.1,
-        "test_macro_f1": acc - 0.2,
-        "per_class_acc": dict.fromkeys(CLASSES, acc),
-        "confusion_matrix": [[5, 1, 0], [1, 20, 1], [0, 2, 10]],
-        "class_names": CLASSES,
-        "num_classes": 3,
-        "params": 1000 if attention == "none" else 1100,
-        "attention_params": 0 if attention == "none" else 100,
-        "macs": 5_000_000,
-        "flops": 10_000_000 if attention == "none" else 10_100_000,
-        "epochs": 2,
-        "train_seconds": 30.0,
-        "images_per_second": 100.0 + seed,
-        "n_train": 200,
-        "n_test": N_TEST,
-        "history": [
-            {"epoch": 0, "train_loss": 1.0, "train_acc": 0.5, "val_acc": None},
-            {"epoch": 1, "train_loss": 0.7, "train_acc": 0.6 + seed / 100, "val_acc": None},
-        ],
-        "checkpoint": None,
-        "predictions_file": f"{run_name}.preds.csv",
-        "commit": "abc1234",
-        "torch_version": "2.14.1",
-        "created_at": f"2025-01-0{seed + 1}T00:00:00",
-        "overrides": ["experiment=" + experiment, f"attention={attention}", f"seed={seed}"],
-    }
-    row.update(extra)
-    out = runs / experiment
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{run_name}.json").write_text(json.dumps(row))
-    with (out / f"{run_name}.preds.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "target", "pred"])
-        w.writerows([f"img{i:03d}", t, p] for i, (t, p) in enumerate(zip(targets, preds)))
-    return row
+CLASSES = ["WBC", "RBC", "Platelets"]
+N = 60
 
 
-# (b, c) per seed: LBAM-only-right and none-only-right sample counts; 20 samples right for both.
-DISCORDANT = {0: (1, 6), 1: (0, 5), 2: (8, 0)}
+def put(
+    results: Path,
+    attention="none",
+    seed=0,
+    wrong=(),
+    overrides=(),
+    experiment="exp",
+    status="ok",
+    ids=None,
+    targets=None,
+    **kw,
+) -> Path:
+    """Write one row and its predictions: sample i is predicted right unless i is in ``wrong``."""
+    import torch
+
+    overrides = sorted(overrides)
+    name = "_".join([attention, *overrides, f"s{seed}", kw.pop("suffix", "")]).replace("=", "-")
+    targets = targets or [i % 3 for i in range(N)]
+    ids = ids or [f"img{i // 4}#{i % 4}" for i in range(N)]
+    preds = [(t + 1) % 3 if i in wrong else t for i, t in enumerate(targets)]
+    m = classification_metrics(confusion_matrix(torch.tensor(targets), torch.tensor(preds), 3), CLASSES)
+    row = Row(
+        experiment=experiment, run_name=name, profile=kw.pop("profile", "quick"), seed=seed,
+        overrides=overrides,
+        dataset="bccd", synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={},
+        placement="stage", width_mult=0.5, image_size=48, status=status, class_names=CLASSES,
+        params=1000 + 10 * len(attention), attention_params=10 * len(attention), macs=500, flops=1000,
+        n_train=200, n_test=N, train_seconds=10.0, device=kw.pop("device", "cpu (2 threads, Test CPU)"),
+        commit="abc123", created_at=kw.pop("created_at", "2026-01-01T00:00:00+00:00"), epochs=1, steps=10,
+    )  # fmt: skip
+    if status == "ok":
+        for k in ("test_acc", "test_balanced_acc", "test_macro_f1", "confusion_matrix"):
+            setattr(row, k, m[k])
+    else:
+        row.error = "RuntimeError: loss is nan"
+    for k, v in kw.items():
+        setattr(row, k, v)
+    return write_row(row, list(zip(ids, targets, preds)) if status == "ok" else None, results)
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    runs = tmp_path / "results" / "runs"
-    for seed, (acc_none, acc_lbam) in enumerate([(0.80, 0.85), (0.82, 0.88), (0.84, 0.91)]):
-        b, c = DISCORDANT[seed]
-        both = set(range(20))
-        write_row(
-            runs, attention="none", seed=seed, acc=acc_none, correct=both | set(range(20 + b, 20 + b + c))
-        )
-        write_row(runs, attention="lbam", seed=seed, acc=acc_lbam, correct=both | set(range(20, 20 + b)))
-    write_row(runs, attention="lbam", seed=3, status="failed", error="Traceback ...\nRuntimeError: CUDA OOM")
-    write_row(runs, attention="lbam", seed=0, acc=0.99, profile="full")
-    write_row(runs, attention="lbam", seed=0, acc=0.5, attention_kwargs={"kernel_size": 3}, suffix="_k3")
-    (runs / "exp" / "corrupt.json").write_text('{"experiment": "exp", "run_na')
-    partial = {"experiment": "exp", "run_name": "partial", "status": "ok"}
-    (runs / "exp" / "partial.json").write_text(json.dumps(partial))
-    return tmp_path / "results"
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
-def test_mcnemar_matches_hand_computed_values():
-    # b=1, c=6: 2 * (C(7,0) + C(7,1)) / 2^7 = 16/128
-    assert mcnemar_exact(1, 6) == pytest.approx(0.125)
-    assert mcnemar_exact(6, 1) == pytest.approx(0.125)
-    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
-    # b=2, c=8: 2 * (1 + 10 + 45) / 1024
-    assert mcnemar_exact(2, 8) == pytest.approx(112 / 1024)
-    assert mcnemar_exact(3, 3) == 1.0
-    assert mcnemar_exact(0, 0) == 1.0
+def one_error_line(err: str, *needles) -> None:
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("lbam.report: error:")]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert str(n) in lines[0]
 
 
-def test_corrupt_and_partial_rows_are_skipped_with_a_warning_naming_the_file(results):
-    with pytest.warns(ReportWarning) as record:
-        rows = load_rows(results)
-    messages = [str(w.message) for w in record]
-    assert any("corrupt.json" in m for m in messages)
-    assert any("partial.json" in m and "missing keys" in m for m in messages)
-    assert len(rows) == 9
-    assert {r["run_name"] for r in rows}.isdisjoint({"partial"})
+def summarize_all(res):
+    return pd.concat(summarize(g, res.runs) for *_, g in groups(res.frame))
 
 
-def test_groups_never_mix_profiles_and_label_ablations(results):
-    with pytest.warns(ReportWarning):
-        groups = group_rows(load_rows(results))
-    assert [(g.profile, [s.label for s in g.settings]) for g in groups] == [
-        ("full", ["lbam"]),
-        ("quick", ["none", "lbam", "lbam (kernel_size=3)"]),
+def summary_row(res, setting, context=""):
+    s = summarize_all(res)
+    return s.query(
+        "setting == @setting and context == @context and profile == 'quick' and device_kind == 'cpu'"
+    ).iloc[0]
+
+
+# Validation
+
+
+def test_invalid_row_json_is_an_error_naming_the_file(tmp_path, capsys):
+    put(tmp_path, "none")
+    bad = tmp_path / "runs" / "exp" / "broken.json"
+    bad.write_text("{not json")
+    rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path)
+    assert rc == 1
+    one_error_line(err, bad)
+    assert not (tmp_path / "tables").exists()
+
+
+def test_skip_invalid_warns_and_the_tables_say_so(tmp_path, capsys):
+    put(tmp_path, "none")
+    (tmp_path / "runs" / "exp" / "broken.json").write_text("{not json")
+    rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path, "--skip-invalid")
+    assert rc == 0
+    assert "warning: skipping" in err and "broken.json" in err
+    assert "1 invalid row file skipped" in (tmp_path / "tables" / "exp.md").read_text()
+
+
+def test_out_of_range_metric_is_an_error(tmp_path, capsys):
+    path = put(tmp_path, "none")
+    d = json.loads(path.read_text())
+    d["test_acc"] = 1.7
+    path.write_text(json.dumps(d))
+    rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path)
+    assert rc == 1
+    one_error_line(err, path, "test_acc=1.7")
+
+
+def test_truncated_predictions_are_an_error(tmp_path, capsys):
+    path = put(tmp_path, "none")
+    preds = path.with_name(path.stem + ".preds.csv")
+    preds.write_text("\n".join(preds.read_text().splitlines()[:11]) + "\n")
+    rc, _, err = run_cli(capsys, "readme", "--results-dir", tmp_path, "--check")
+    assert rc == 1
+    one_error_line(err, preds, f"10 predictions but the row says n_test={N}")
+
+
+def test_test_acc_must_agree_with_the_predictions(tmp_path):
+    put(tmp_path, "none", wrong={1, 2}, test_acc=1.0)
+    with pytest.raises(ReportError, match=r"predictions give 0\.966667"):
+        load_results(tmp_path)
+
+
+def test_a_curve_size_that_is_not_a_number_is_an_error(tmp_path):
+    path = put(
+        tmp_path, "none", overrides=["dataset.train_subset=abc"], analysis={"curve": "dataset.train_subset"}
+    )
+    with pytest.raises(ReportError, match="is not a number") as e:
+        load_results(tmp_path)
+    assert str(path) in str(e.value)
+
+
+def test_no_rows_is_one_line(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "--results-dir", tmp_path)
+    assert rc == 1
+    one_error_line(err, "no valid result rows")
+
+
+# Grouping and seed statistics
+
+
+def test_mean_sample_std_and_groups(tmp_path):
+    wrongs = {0: {1, 2, 3}, 1: {4}, 2: set(range(6))}
+    for seed, wrong in wrongs.items():
+        put(tmp_path, "lbam", seed, wrong)
+        put(tmp_path, "none", seed, set(range(seed + 2)))
+    put(tmp_path, "lbam", 0, set(), profile="full", suffix="full")  # another group: never averaged with quick
+    put(tmp_path, "lbam", 0, set(), device="cuda: H100", suffix="gpu")  # another device kind
+    res = load_results(tmp_path)
+    r = summary_row(res, "lbam")
+    accs = [1 - len(w) / N for w in wrongs.values()]
+    assert r["n"] == 3 and r["seeds"] == "0 1 2"
+    assert r["test_acc_mean"] == pytest.approx(statistics.fmean(accs))
+    assert r["test_acc_std"] == pytest.approx(statistics.stdev(accs))  # ddof = 1
+    quick = res.frame.query("profile == 'quick' and device_kind == 'cpu'").set_index(["setting", "seed"])
+    bal = {k: res.runs[i].row.test_balanced_acc for k, i in quick["run"].items()}
+    assert r["delta_vs_none"] == pytest.approx(
+        statistics.fmean(bal["lbam", s] - bal["none", s] for s in range(3))
+    )
+    s = summarize_all(res)
+    assert len(s[s["setting"] == "lbam"]) == 3  # quick-cpu, full-cpu, quick-cuda
+    assert set(s[s["profile"] == "full"]["n"]) == {1}
+
+
+def test_failed_runs_are_listed_never_averaged(tmp_path, capsys):
+    put(tmp_path, "lbam", 0, {1})
+    put(tmp_path, "lbam", 1, status="failed")
+    put(tmp_path, "none", 0)
+    res = load_results(tmp_path)
+    r = summary_row(res, "lbam")
+    assert (r["n"], r["failed"]) == (1, 1)
+    assert r["test_acc_mean"] == pytest.approx(1 - 1 / N) and math.isnan(r["test_acc_std"])
+    assert run_cli(capsys, "tables", "--results-dir", tmp_path)[0] == 0
+    md = (tmp_path / "tables" / "exp.md").read_text()
+    assert "**Failed runs: 1**" in md and "loss is nan" in md
+
+
+def test_a_rerun_of_a_seed_keeps_the_newest_row(tmp_path):
+    put(tmp_path, "lbam", 0, {1, 2}, created_at="2026-01-01T00:00:00+00:00")
+    put(tmp_path, "lbam", 0, set(), created_at="2026-02-01T00:00:00+00:00", suffix="again")
+    r = summary_row(load_results(tmp_path), "lbam")
+    assert (r["n"], r["test_acc_mean"]) == (1, 1.0)
+
+
+# Pairing and tests
+
+
+def test_mcnemar_exact_values():
+    assert mcnemar_exact(1, 1) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 2**6)
+    assert mcnemar_exact(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 2**10)
+
+
+def test_holm_against_hand_computed_values():
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 4·0.01, 3·0.03, max(0.09, 2·0.04), max(0.09, 0.2)
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+
+
+def test_paired_t_and_bounds_against_the_formula():
+    d = [0.01, 0.02, -0.005, 0.015, 0.0]
+    n = len(d)
+    mean = sum(d) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
+    t = mean / se
+    q = sst.t.ppf(0.95, n - 1)
+    r = paired_t(d, alpha=0.05)
+    assert r.mean == pytest.approx(mean)
+    assert r.p == pytest.approx(2 * sst.t.sf(abs(t), n - 1))
+    assert r.p == pytest.approx(sst.ttest_rel([x + 0.5 for x in d], [0.5] * n).pvalue)
+    assert (r.low, r.high) == pytest.approx((mean - q * se, mean + q * se))
+
+
+@pytest.mark.parametrize(
+    "rec, finding",
+    [
+        ({"n": 2, "p_holm": math.nan, "mean": 0.0, "low": math.nan, "high": math.nan}, "inconclusive"),
+        ({"n": 5, "p_holm": 0.001, "mean": 0.05, "low": 0.03, "high": 0.07}, "differ"),
+        ({"n": 5, "p_holm": 0.6, "mean": 0.001, "low": -0.004, "high": 0.006}, "equivalent"),
+        ({"n": 5, "p_holm": 0.08, "mean": 0.01, "low": -0.005, "high": 0.025}, "non-inferior"),
+        ({"n": 5, "p_holm": 0.7, "mean": -0.005, "low": -0.03, "high": 0.02}, "inconclusive"),
+    ],
+)
+def test_verdicts(rec, finding):
+    got, text = verdict(rec, margin=0.01, alpha=0.05)
+    assert got == finding and text.startswith(finding)
+
+
+def test_pairs_only_runs_that_differ_in_the_attention_alone(tmp_path):
+    for seed in range(3):
+        put(tmp_path, "lbam", seed, overrides=["dataset.train_subset=25"])
+        put(tmp_path, "lbam", seed, overrides=["dataset.train_subset=25", "attention.residual=false"])
+        put(tmp_path, "bam", seed, {seed}, overrides=["dataset.train_subset=25"])
+        put(tmp_path, "bam", seed, overrides=["dataset.train_subset=50"])
+        put(tmp_path, "se", seed, overrides=["optimizer.lr=0.1", "dataset.train_subset=25"])
+    p = compare(load_results(tmp_path).frame, load_results(tmp_path).runs)
+    assert sorted(zip(p["lbam"], p["baseline"], p["context"])) == [
+        ("lbam", "bam", "dataset.train_subset=25"),
+        ("lbam (residual=false)", "bam", "dataset.train_subset=25"),
     ]
-    assert (
-        setting_label(("lbam", '{"branches": "channel"}', "block"))
-        == 'lbam (branches="channel", placement=block)'
+    assert set(p["n"]) == {3}
+
+
+@pytest.mark.parametrize("what", ["ids", "targets"])
+def test_pairing_different_test_sets_is_an_error_naming_both_runs(tmp_path, what):
+    a = put(tmp_path, "lbam", 0)
+    other = [f"other{i}" for i in range(N)] if what == "ids" else None
+    targets = [(i + 1) % 3 for i in range(N)] if what == "targets" else None
+    b = put(tmp_path, "bam", 0, ids=other, targets=targets)
+    res = load_results(tmp_path)
+    with pytest.raises(ReportError) as e:
+        compare(res.frame, res.runs)
+    assert str(a) in str(e.value) and str(b) in str(e.value)
+
+
+def test_holm_and_noninferiority_from_rows(tmp_path):
+    """Five seeds, LBAM vs three baselines: the table's p, Holm p and bounds are the formula's."""
+    bal = {"lbam": [0.90, 0.92, 0.91, 0.93, 0.90], "none": [0.80, 0.83, 0.81, 0.82, 0.80]}
+    bal |= {"bam": [0.901, 0.918, 0.912, 0.929, 0.902], "se": [0.91, 0.90, 0.93, 0.90, 0.92]}
+    for att, values in bal.items():
+        for seed, b in enumerate(values):
+            put(
+                tmp_path,
+                att,
+                seed,
+                test_balanced_acc=b,
+                analysis={"noninferiority_margin": 0.01, "alpha": 0.05},
+            )
+    res = load_results(tmp_path)
+    p = compare(res.frame, res.runs).set_index("baseline")
+    raw = {}
+    for base in ("none", "bam", "se"):
+        d = [a - b for a, b in zip(bal["lbam"], bal[base])]
+        raw[base] = 2 * sst.t.sf(abs(statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(5))), 4)
+        lower = statistics.fmean(d) - sst.t.ppf(0.95, 4) * statistics.stdev(d) / math.sqrt(5)
+        assert p.at[base, "p"] == pytest.approx(raw[base])
+        assert p.at[base, "low"] == pytest.approx(lower)
+    for base, adj in zip(raw, holm(list(raw.values()))):
+        assert p.at[base, "p_holm"] == pytest.approx(adj)
+    assert p.at["none", "finding"] == "differ" and "LBAM higher" in p.at["none", "verdict"]
+    assert p.at["bam", "finding"] == "equivalent"
+    assert p.at["se", "finding"] == "inconclusive"
+
+
+# Learning curve, figures and README
+
+
+def _curve(tmp_path, seeds=3):
+    a = {"curve": "dataset.train_subset", "noninferiority_margin": 0.01, "alpha": 0.05}
+    for seed in range(seeds):
+        for size, extra in ((25, 6), (50, 3), ("null", 1)):  # null: the whole training split (n_train)
+            ov = [f"dataset.train_subset={size}"]
+            put(
+                tmp_path, "none", seed, set(range(extra + 2 + seed)), ov, "curve", analysis=a, profile="curve"
+            )
+            put(tmp_path, "bam", seed, set(range(extra + seed)), ov, "curve", analysis=a, profile="curve")
+            put(tmp_path, "lbam", seed, set(range(extra + seed)), ov, "curve", analysis=a, profile="curve")
+    put(tmp_path, "none", 0, experiment="quick")
+    put(tmp_path, "lbam", 0, {3}, experiment="quick")
+
+
+def test_learning_curve_figure_tables_and_readme(tmp_path, capsys):
+    _curve(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nafter\n")
+    rc, out, err = run_cli(
+        capsys, "--results-dir", tmp_path, "--readme", readme, "--experiments-dir", tmp_path / "e"
     )
-
-
-def test_runs_differing_in_another_override_stay_apart_and_a_rerun_seed_keeps_the_newest(tmp_path):
-    runs = tmp_path / "runs"
-    write_row(runs, attention="lbam", seed=0, acc=0.8)
-    lr = ["experiment=exp", "attention=lbam", "seed=0", "optimizer.lr=0.1"]
-    write_row(runs, attention="lbam", seed=0, acc=0.6, suffix="_lr", overrides=lr)
-    write_row(runs, attention="lbam", seed=0, acc=0.9, suffix="_rerun", created_at="2025-02-01T00:00:00")
-    with pytest.warns(ReportWarning, match="keeping the newer row only"):
-        (group,) = group_rows(load_rows(tmp_path))
-    accs = {s.label: [r["test_acc"] for r in s.ok] for s in group.settings}
-    assert accs == {"lbam": [0.9], "lbam (optimizer.lr=0.1)": [0.6]}
-    assert group.setting("lbam").ok[0]["run_name"].endswith("_rerun")
-
-
-def test_delta_vs_none_is_paired_over_the_seeds_both_ran(tmp_path):
-    runs = tmp_path / "runs"
-    write_row(runs, attention="none", seed=0, acc=0.80)
-    write_row(runs, attention="none", seed=2, acc=0.60)
-    write_row(runs, attention="lbam", seed=0, acc=0.85)
-    write_row(runs, attention="lbam", seed=1, acc=0.95)
-    (group,) = group_rows(load_rows(tmp_path))
-    # seed 0 only: +0.05 (the unpaired difference of means would be 0.90 - 0.70 = +0.20)
-    assert setting_record(group, group.setting("lbam"))["delta_acc_vs_none"] == pytest.approx(0.05)
-    assert setting_record(group, group.setting("none"))["delta_acc_vs_none"] == pytest.approx(0.0)
-
-
-def test_tables_have_means_sample_stds_counts_and_failed_runs(results, capsys):
-    with pytest.warns(ReportWarning):
-        assert main(["tables", "--results-dir", str(results)]) == 0
-    frame = pd.read_csv(results / "tables" / "exp.csv")
-    quick = frame[frame.profile == "quick"].set_index("setting")
-    assert quick.loc["none", "n"] == 3 and quick.loc["lbam", "n"] == 3
-    assert quick.loc["none", "test_acc_mean"] == pytest.approx(0.82)
-    assert quick.loc["none", "test_acc_std"] == pytest.approx(0.02)  # sample std, ddof=1
-    assert quick.loc["lbam", "test_acc_mean"] == pytest.approx(0.88)
-    assert quick.loc["lbam", "test_acc_std"] == pytest.approx(0.03)
-    assert quick.loc["lbam", "delta_acc_vs_none"] == pytest.approx(0.06)
-    assert quick.loc["lbam", "images_per_second"] == pytest.approx(101.0)
-    assert quick.loc["lbam", "failed"] == 1  # the failed seed 3 is counted as failed, not averaged
-    assert quick.loc["lbam (kernel_size=3)", "n"] == 1
-    assert math.isnan(quick.loc["lbam (kernel_size=3)", "test_acc_std"])
-    full = frame[frame.profile == "full"]
-    assert len(full) == 1 and full.iloc[0]["test_acc_mean"] == pytest.approx(0.99) and full.iloc[0]["n"] == 1
-
-    md = (results / "tables" / "exp.md").read_text()
-    assert "| none | 3 | 1,000 | 0 |" in md
-    assert "82.00 ± 2.00" in md and "88.00 ± 3.00" in md and "+6.00" in md
-    assert "99.00 ± –" in md  # the full-profile row stays alone
-    assert "profile **quick**" in md and "profile **full**" in md and "device cpu (2 threads, Test CPU)" in md
-    assert "**Failed runs: 1**" in md and "lbam_s3_quick" in md and "RuntimeError: CUDA OOM" in md
-    # paired test: per-seed McNemar on predictions joined by id
-    assert "s0: b=1 c=6 p=0.125" in md and "s1: b=0 c=5 p=0.0625" in md and "s2: b=8 c=0 p=0.007812" in md
-    assert "p < 0.05 in 1/3 seeds (1 favour LBAM, 0 the baseline)" in md
-    assert "seed(s) 1: fewer than 6 discordant samples" in md
-    assert "| lbam | none | 3 | +6.00 ± 1.00 |" in md
-    # the kernel_size=3 ablation has a single seed: said plainly
-    assert "only 1 seed (< 3): too few to conclude anything" in md
-    tex = (results / "tables" / "exp.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"82.00 $\pm$ 2.00" in tex
-
-
-def test_synthetic_dataset_is_marked(tmp_path):
-    write_row(tmp_path / "runs", dataset="synthetic_bccd", synthetic=True)
-    assert main(["tables", "--results-dir", str(tmp_path)]) == 0
-    assert "synthetic_bccd (SYNTHETIC)" in (tmp_path / "tables" / "exp.md").read_text()
-
-
-def test_every_figure_is_written_and_non_empty(results):
-    readme = results.parent / "README.md"
-    readme.write_text("# x\n<!-- results:start -->\n<!-- results:end -->\n")
-    with pytest.warns(ReportWarning):
-        assert main(["--results-dir", str(results), "--readme", str(readme)]) == 0
-    figures = sorted(p.name for p in (results / "figures").iterdir())
-    kinds = ("acc_vs_params", "acc_bar", "curves", "confusion")
-    assert figures == sorted(f"exp_{profile}_{k}.png" for profile in ("full", "quick") for k in kinds)
-    for name in figures:
-        data = (results / "figures" / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert "exp_quick_acc_bar.png" in readme.read_text()
-
-
-@pytest.mark.parametrize("content", [None, "not json"])
-def test_no_usable_results_exit_non_zero_with_a_message(tmp_path, capsys, content):
-    if content is not None:
-        (tmp_path / "runs" / "e").mkdir(parents=True)
-        (tmp_path / "runs" / "e" / "bad.json").write_text(content)
-    with pytest.warns(ReportWarning) if content else contextlib.nullcontext():
-        assert main(["--results-dir", str(tmp_path)]) == 1
-    assert "no usable result rows" in capsys.readouterr().err
-
-
-def test_readme_check_passes_after_update_and_fails_after_hand_edit(results, capsys):
-    readme = results.parent / "README.md"
-    readme.write_text("# lbam\n\nintro\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## Layout\n")
-    args = ["readme", "--results-dir", str(results), "--readme", str(readme)]
-    with pytest.warns(ReportWarning):
-        assert main([*args, "--check"]) == 1
-        assert main(args) == 0
-        assert main([*args, "--check"]) == 0
-    text = readme.read_text()
-    assert text.startswith("# lbam\n\nintro\n\n<!-- results:start -->\n") and text.endswith(
-        "<!-- results:end -->\n\n## Layout\n"
-    )
-    assert "88.00 ± 3.00" in text
-    # Figures are linked only once drawn.
-    assert "figures/" not in text
-    with pytest.warns(ReportWarning):
-        assert main(["figures", "--results-dir", str(results)]) == 0
-        assert main(args) == 0
-    text = readme.read_text()
-    assert "(results/figures/exp_quick_acc_bar.png)" in text
+    assert rc == 0, err
+    assert (tmp_path / "figures" / "curve_learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "figures" / "quick_acc_vs_params.png").is_file()
+    md = (tmp_path / "tables" / "curve.md").read_text()
     assert (
-        "wall time (sum of training time over runs): 4 min 00 s" in text
-    )  # 8 quick rows (one failed) × 30 s
-    assert "command: `python -m lbam.train experiment=exp`" in text
-    capsys.readouterr()
-    readme.write_text(text.replace("88.00 ± 3.00", "89.00 ± 3.00"))
-    with pytest.warns(ReportWarning):
-        assert main([*args, "--check"]) == 1
-    out = capsys.readouterr().out
-    assert "stale" in out and "89.00 ± 3.00" in out and "88.00 ± 3.00" in out
+        md.index("train-set size 25")
+        < md.index("train-set size 50")
+        < md.index("train-set size 200 (whole training split) (dataset.train_subset=null)")
+    )
+    assert "attention maps of curve skipped" in out
+    text = readme.read_text()
+    block = text[text.index("results:start") : text.index("results:end")]
+    assert block.index("learning curve") < block.index("quick:")  # the curve's finding leads
+    assert "| 25 " in block and "| 200 (all) " in block and "equivalent" in block
+    assert "bam (+0.00)" in block  # identical predictions: Δ = 0 on every seed, equivalent within ±1 pp
+    assert "curve_learning_curve.png" in block and text.endswith("after\n")
+    assert len(block.splitlines()) < 60
+
+
+def test_readme_check_flags_a_stale_block(tmp_path, capsys):
+    _curve(tmp_path, seeds=1)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert run_cli(capsys, "readme", "--results-dir", tmp_path, "--readme", readme)[0] == 0
+    first = readme.read_text()
+    rc, out, _ = run_cli(capsys, "readme", "--check", "--results-dir", tmp_path, "--readme", readme)
+    assert rc == 0 and "up to date" in out
+    assert run_cli(capsys, "readme", "--results-dir", tmp_path, "--readme", readme)[0] == 0
+    assert readme.read_text() == first  # deterministic
+    put(tmp_path, "bam", 5, experiment="quick")
+    rc, out, _ = run_cli(capsys, "readme", "--check", "--results-dir", tmp_path, "--readme", readme)
+    assert rc == 1 and "stale" in out
+    assert any(line.startswith("+") and "seed=0,5" in line for line in out.splitlines())
+    assert readme.read_text() == first  # --check never writes
+
+
+def test_readme_without_markers_is_one_line(tmp_path, capsys):
+    put(tmp_path, "none")
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    rc, _, err = run_cli(capsys, "readme", "--results-dir", tmp_path, "--readme", readme)
+    assert rc == 1
+    one_error_line(err, readme, "results:start")

@@ -1,173 +1,172 @@
-"""Attention-map figure from LBAM/BAM checkpoints, with a tiny model built and saved here (no runner)."""
+"""Attention maps: checkpoints only from inside the experiments folder and never unpickled, a missing
+checkpoint is one line, the map M recovered by hooks is the module's own, and the figure is drawn from a real
+cnn4."""
 
-import sys
+import pickle
 import types
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import lbam.attention
 from lbam.models import build_backbone
-from lbam.report import maps
+from lbam.report import main, maps
+from lbam.report.rows import ReportError, load_results
+from lbam.results import Row, write_row
+
+CLASSES = ["WBC", "RBC", "Platelets"]
+N = 12
+KWARGS = {"name": "cnn4", "num_classes": 3, "width_mult": 0.25}
 
 
-class TinyAttention(nn.Module):
-    """Exposes keep_maps/last_maps like the contract's LBAM/BAM."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.spatial = nn.Conv2d(channels, 1, 3, padding=1)
-        self.channel = nn.Linear(channels, channels)
-        self.keep_maps = False
-        self.last_maps = None
-
-    def forward(self, x):
-        ch = self.channel(x.mean((2, 3)))[:, :, None, None]
-        sp = self.spatial(x)
-        att = torch.sigmoid(ch + sp)
-        self.last_maps = (
-            {"channel": ch.detach(), "spatial": sp.detach(), "attention": att.detach()}
-            if self.keep_maps
-            else None
-        )
-        return x + x * att
+def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) -> Path:
+    ids, targets = [f"img{i}#0" for i in range(N)], [i % 3 for i in range(N)]
+    row = Row(
+        experiment="exp", run_name=f"{attention}_s0", profile="quick", seed=0, overrides=[], dataset="bccd",
+        synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={}, placement="stage",
+        width_mult=0.25, image_size=32, status="ok", test_acc=1.0, test_balanced_acc=1.0, test_macro_f1=1.0,
+        class_names=CLASSES, params=1, attention_params=1, macs=1, flops=1, n_train=10, n_test=N,
+        train_seconds=1.0, checkpoint=checkpoint,
+        datamodule={"_target_": "lbam.data.BCCDDataModule"} if datamodule is None else datamodule,
+    )  # fmt: skip
+    return write_row(row, list(zip(ids, targets, targets)), results)
 
 
-class TinyNet(nn.Module):
-    def __init__(self, num_classes: int, attention: str, width_mult: float = 1.0, **_):
-        super().__init__()
-        c = int(8 * width_mult)
-        self.stem = nn.Conv2d(3, c, 3, stride=2, padding=1)
-        self.att = TinyAttention(c)
-        self.head = nn.Linear(c, num_classes)
-        self.attention_modules = [self.att]
-
-    def forward(self, x):
-        return self.head(self.att(torch.relu(self.stem(x))).mean((2, 3)))
-
-
-def _row(tmp_path, attention: str, seed: int, build) -> tuple[dict, nn.Module]:
-    torch.manual_seed(seed + (attention == "bam") * 10)
-    model = build(
-        "tiny", num_classes=3, attention=attention, attention_kwargs={}, placement="stage", width_mult=1.0
+def save_checkpoint(path: Path, attention: str) -> None:
+    torch.manual_seed(0)
+    model = build_backbone(**KWARGS, attention=attention)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"hyper_parameters": {"model_kwargs": {**KWARGS, "attention": attention}}, "state_dict": state}, path
     )
-    ckpt = {
-        "state_dict": {
-            **{f"model.{k}": v for k, v in model.state_dict().items()},
-            "criterion.weight": torch.ones(3),
-        },
-        "hyper_parameters": {"backbone": "tiny", "attention": attention},
-    }
-    path = tmp_path / f"{attention}.ckpt"
-    torch.save(ckpt, path)
-    row = {
-        "experiment": "exp",
-        "run_name": f"{attention}_s{seed}",
-        "dataset": "synthetic_bccd",
-        "synthetic": True,
-        "backbone": "tiny",
-        "attention": attention,
-        "attention_kwargs": {},
-        "placement": "stage",
-        "width_mult": 1.0,
-        "image_size": 32,
-        "seed": seed,
-        "profile": "test",
-        "device": "cpu",
-        "status": "ok",
-        "num_classes": 3,
-        "checkpoint": path.name,
-        "_path": tmp_path / f"{attention}.json",
-    }
-    return row, model
 
 
-@pytest.fixture
-def stub_models(monkeypatch):
-    def build_backbone(
-        name, num_classes, attention="none", attention_kwargs=None, placement="stage", width_mult=1.0
-    ):
-        assert name == "tiny" and placement == "stage" and attention_kwargs == {}
-        return TinyNet(num_classes, attention, width_mult)
-
-    monkeypatch.setitem(sys.modules, "lbam.models", types.SimpleNamespace(build_backbone=build_backbone))
-    return build_backbone
+# Maps come from the attention package's capture_maps (the `gate` and `spatial` submodules' outputs).
+needs_capture_maps = pytest.mark.skipif(
+    not hasattr(lbam.attention, "capture_maps"), reason="lbam.attention.capture_maps not merged yet"
+)
 
 
-def test_load_model_from_row_restores_weights_without_the_model_prefix(tmp_path, stub_models):
-    row, saved = _row(tmp_path, "lbam", 0, stub_models)
-    loaded = maps.load_model_from_row(row, repo_root=tmp_path)
-    assert not loaded.training
-    for (k, a), (_, b) in zip(saved.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), k
+class Gate(nn.Module):
+    """F' = F + F ⊗ M with M = gate(spatial(F) + GAP(F)), named as the attention modules name them."""
+
+    def __init__(self):
+        super().__init__()
+        self.spatial, self.gate = nn.Conv2d(4, 1, 1), nn.Sigmoid()
+
+    def forward(self, x):
+        m = self.gate(self.spatial(x) + x.mean((2, 3), keepdim=True))
+        self.m = m.detach()
+        return x + x * m
 
 
-def test_attention_map_figure_for_lbam_and_bam(tmp_path, stub_models, monkeypatch):
-    rows = [_row(tmp_path, name, 0, stub_models)[0] for name in ("lbam", "bam")]
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.gate = nn.Conv2d(3, 4, 3, padding=1), Gate()
+        self.attention_modules = [self.gate]
+
+    def forward(self, x):
+        return self.gate(torch.relu(self.stem(x))).mean((2, 3))[:, :3]
+
+
+@needs_capture_maps
+def test_capture_gives_the_modules_own_maps_at_image_size():
     torch.manual_seed(0)
-    images, labels = torch.randn(12, 3, 32, 32), torch.arange(12) % 3
-
-    out = maps.collect_maps(maps.load_model_from_row(rows[0], tmp_path), images[:4])
-    assert out["spatial"].shape == (4, 32, 32) and out["full"].shape == (4, 32, 32)
-    assert 0 <= out["spatial"].min() and out["spatial"].max() <= 1 and out["pred"].shape == (4,)
-
-    picked, picked_labels = maps.select_per_class([(images[:6], labels[:6]), (images[6:], labels[6:])], 2, 3)
-    assert picked_labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert torch.equal(picked[2], images[1])
-
-    class FakeDM:
-        num_classes, class_names, mean, std = 3, ["Platelets", "RBC", "WBC"], [0.5] * 3, [0.25] * 3
-
-        def test_dataloader(self):
-            return [(images, labels)]
-
-    monkeypatch.setattr(maps, "datamodule_for_row", lambda row: FakeDM())
-    monkeypatch.chdir(tmp_path)  # checkpoints are relative to the repo root
-    path = maps.experiment_attention_maps(rows, "exp", tmp_path / "results", n_per_class=2)
-    assert path == tmp_path / "results" / "figures" / "exp_attention_maps.png"
-    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 10_000
+    net, images = Net().eval(), torch.randn(2, 3, 8, 8)
+    out = maps.capture(net, images, net.gate)
+    x = torch.relu(net.stem(images))
+    assert torch.allclose(out["full"], net.gate.m.mean(1), atol=1e-6)  # same size: no resampling
+    assert torch.allclose(out["spatial"], torch.sigmoid(net.gate.spatial(x))[:, 0], atol=1e-6)
+    assert torch.equal(out["pred"], net(images).argmax(1))
 
 
-def test_attention_maps_need_both_lbam_and_bam(tmp_path, stub_models):
-    rows = [_row(tmp_path, "lbam", 0, stub_models)[0]]
-    with pytest.raises(FileNotFoundError, match="both lbam and bam"):
-        maps.experiment_attention_maps(rows, "exp", tmp_path)
+def test_maps_are_skipped_without_a_checkpoint(tmp_path, capsys):
+    put(tmp_path, "lbam", "runs/lbam/last.ckpt")
+    put(tmp_path, "bam", None)
+    assert maps.attention_maps(load_results(tmp_path), "exp", tmp_path / "experiments") is None
+    assert "attention maps of exp skipped" in capsys.readouterr().out
+    assert main(["attention-maps", "--experiment", "exp", "--results-dir", str(tmp_path)]) == 0
 
 
-@pytest.mark.parametrize("attention", ["lbam", "bam"])
-def test_real_backbone_checkpoint_round_trip_and_maps(tmp_path, attention):
-    torch.manual_seed(0)
-    model = build_backbone("cnn4", num_classes=3, attention=attention)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "m.ckpt")
-    row = {
-        "backbone": "cnn4",
-        "num_classes": 3,
-        "attention": attention,
-        "attention_kwargs": {},
-        "placement": "stage",
-        "width_mult": 1.0,
-        "checkpoint": "m.ckpt",
-    }
-    loaded = maps.load_model_from_row(row, repo_root=tmp_path)
-    out = maps.collect_maps(loaded, torch.randn(2, 3, 64, 64))
-    assert out["spatial"].shape == (2, 64, 64) and out["full"].shape == (2, 64, 64)
-    assert 0 <= out["full"].min() and out["full"].max() <= 1
-    assert loaded.attention_modules[-1].last_maps is not None and not loaded.attention_modules[-1].keep_maps
+@pytest.mark.parametrize("where", ["../outside.ckpt", "/etc/passwd"])
+def test_a_checkpoint_outside_the_experiments_dir_is_refused(tmp_path, capsys, where):
+    (tmp_path / "outside.ckpt").write_bytes(b"x")
+    put(tmp_path, "lbam", where)
+    put(tmp_path, "bam", where)
+    args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", tmp_path / "experiments"]
+    rc = main(["attention-maps", *map(str, args)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.startswith("lbam.report: error:") and "outside" in err and "lbam_s0.json" in err
 
 
-def test_datamodule_for_row_rebuilds_the_runs_own_test_split(data_cache):
-    # The run's overrides on top of its experiment: embodiment1_quick's 48 px, the run's test_size.
-    row = {
-        "overrides": [
-            "experiment=embodiment1_quick",
-            "attention=lbam",
-            "seed=0",
-            "dataset=synthetic_bccd",
-            f"paths.cache_dir={data_cache}",
-            "dataset.test_size=10",
-        ]
-    }
-    dm = maps.datamodule_for_row(row)
-    batches = list(dm.test_dataloader())
-    assert sum(len(y) for _, y in batches) == 10 and batches[0][0].shape[-2:] == (48, 48)
-    assert sorted(dm.class_names) == ["Platelets", "RBC", "WBC"]
+class Payload:
+    """Unpickling this creates the marker file: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy-pickle"])
+def test_a_crafted_checkpoint_is_never_unpickled(tmp_path, fmt):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "experiments" / "evil.ckpt"
+    ckpt.parent.mkdir()
+    payload = {"hyper_parameters": {"model_kwargs": {}}, "state_dict": Payload(marker)}
+    if fmt == "zip":
+        torch.save(payload, ckpt)
+    else:
+        ckpt.write_bytes(pickle.dumps(payload, protocol=2))
+    assert not marker.exists()
+    put(tmp_path, "lbam", "evil.ckpt")
+    put(tmp_path, "bam", "evil.ckpt")
+    with pytest.raises(ReportError, match="cannot load the checkpoint"):
+        maps.attention_maps(load_results(tmp_path), "exp", tmp_path / "experiments")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["os.system", "lbam.report.cli.main", "lbam.dataevil.X", "lbam.data.nope"])
+def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
+    """The row's _target_ is imported only from lbam.data, and only a LightningDataModule class is built."""
+    put(tmp_path, "lbam", None, {"_target_": target, "command": "touch pwned"})
+    run = load_results(tmp_path).runs[0]
+    with pytest.raises(ReportError, match=r"not a LightningDataModule of lbam\.data"):
+        maps.build_datamodule(run)
+
+
+@needs_capture_maps
+def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "experiments"
+    for att in ("lbam", "bam"):
+        save_checkpoint(exp / att / "last.ckpt", att)
+        put(tmp_path, att, f"{att}/last.ckpt")
+    torch.manual_seed(1)
+    images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
+    batches = [(images[:6], labels[:6]), (images[6:], labels[6:])]
+    dm = types.SimpleNamespace(
+        class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: batches
+    )
+    monkeypatch.setattr(maps, "build_datamodule", lambda run: dm)
+    args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", exp]
+    assert main(["attention-maps", *map(str, args)]) == 0
+    out = tmp_path / "figures" / "exp_attention_maps.png"
+    assert str(out) in capsys.readouterr().out and out.stat().st_size > 5000
+
+
+def test_a_row_without_datamodule_is_one_line(tmp_path):
+    put(tmp_path, "lbam", None, {})
+    with pytest.raises(ReportError, match="records no datamodule"):
+        maps.build_datamodule(load_results(tmp_path).runs[0])
+
+
+def test_attention_maps_needs_an_experiment(tmp_path, capsys):
+    put(tmp_path, "lbam", None)
+    assert main(["attention-maps", "--results-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == "lbam.report: error: attention-maps needs --experiment NAME"

@@ -1,17 +1,8 @@
-"""Reporting from results/runs: comparison tables with seed statistics and McNemar tests, figures,
-attention maps and the README results block. Never retrains anything."""
+"""Reporting from results/runs: tables (mean ± sample std over seeds, paired LBAM comparisons with Holm,
+non-inferiority and equivalence), figures (learning curve), attention maps and the README results block.
+Reads rows only (``lbam.results``); never trains."""
 
 from lbam.report.cli import main
-from lbam.report.readme import render_readme_block
-from lbam.report.rows import NoResultsError, ReportWarning, group_rows, load_rows
-from lbam.report.stats import mcnemar_exact
+from lbam.report.rows import ReportError, load_results
 
-__all__ = [
-    "NoResultsError",
-    "ReportWarning",
-    "group_rows",
-    "load_rows",
-    "main",
-    "mcnemar_exact",
-    "render_readme_block",
-]
+__all__ = ["ReportError", "load_results", "main"]

@@ -1,107 +1,133 @@
-"""The README results block, rendered deterministically from results/runs."""
+"""The README results block, rendered deterministically from the rows. Learning-curve experiments lead. Per
+group: balanced accuracy per setting (and per training-set size) with its cost, and which LBAM comparisons
+differ, are equivalent or non-inferior within the margin, or are inconclusive; full tables and figures linked.
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from lbam.report.figures import figure_paths
-from lbam.report.rows import Group, group_rows, groups_by_experiment, load_rows
-from lbam.report.tables import group_markdown
+from lbam.report.rows import ReportError, Results, analysis, groups, load_results, title, without
+from lbam.report.stats import FINDINGS, compare
+from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize, tests_caption
 
-START = "<!-- results:start -->"
-END = "<!-- results:end -->"
-
-
-class ReadmeMarkersError(ValueError):
-    """README lacks the results markers."""
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def _wall_time(seconds: float) -> str:
-    h, rem = divmod(round(seconds), 3600)
-    m, s = divmod(rem, 60)
-    return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
+def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
+    """A context's row label: on a curve its training-set size (and other overrides), else its overrides."""
+    rest = without(ctx, curve)
+    if math.isnan(x):
+        return rest or "default"
+    return f"{x:g}" + (" (all)" if whole else "") + (f" ({rest})" if rest else "")
 
 
-def _common_overrides(rows: list[dict]) -> list[str]:
-    """Overrides shared by every row, in the order of the first row."""
-    lists = [list(map(str, r.get("overrides") or [])) for r in sorted(rows, key=lambda r: str(r["run_name"]))]
-    return [o for o in lists[0] if all(o in other for other in lists[1:])] if lists else []
-
-
-def provenance(group: Group) -> str:
-    rows = group.rows
-    common = _common_overrides(rows)
-    command = "python -m lbam.train " + " ".join(common) if common else "python -m lbam.train"
-    commits = sorted({str(r.get("commit") or "unknown") for r in rows})
-    torch_versions = sorted({str(r.get("torch_version") or "unknown") for r in rows})
-    dates = sorted(str(r["created_at"]) for r in rows if r.get("created_at"))
-    wall = sum(float(r.get("train_seconds") or 0.0) for r in rows)
-    lines = [
-        f"- command: `{command}` plus, per run, its attention and seed overrides ({len(rows)} run{'s' if len(rows) != 1 else ''})",
-        f"- profile: {group.profile}; device: {'; '.join(group.devices)}; seeds: "
-        f"{', '.join(map(str, group.seeds)) or 'none'}",
-        f"- wall time (sum of training time over runs): {_wall_time(wall)}",
-        f"- commit: {', '.join(commits)}; torch {', '.join(torch_versions)}",
+def section(g: pd.DataFrame, res: Results) -> list[str]:
+    s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
+    first = "train size" if curve else "overrides"
+    s[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
+    s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
+    acc = s.pivot(index=first, columns="setting", values="cell")
+    acc = acc.reindex(index=list(dict.fromkeys(s[first])), columns=list(dict.fromkeys(s["setting"])))
+    cost = s.drop_duplicates("setting").set_index("setting")
+    acc.loc["attn params"] = cost["attention_params"].map(num)
+    acc.loc["MFLOPs"] = [num(f, 2, 1e6) for f in cost["flops"]]
+    seeds = "/".join(map(str, sorted(set(s["n"]))))
+    text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
+    if curve:
+        text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
+    if s["failed"].sum():
+        text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
+    out = [
+        f"#### {title(g)}" + (" — learning curve" if curve else ""),
+        text + ":",
+        md(acc.reset_index().fillna(DASH)),
     ]
-    if dates:
-        lines.append(f"- runs dated {dates[0]} … {dates[-1]}")
-    return "\n".join(lines)
+    if len(p):
+        findings = []
+        for (ctx, x, whole, lbam), pc in p.groupby(["shown", "x", "whole", "lbam"], sort=False, dropna=False):
+            rec = {first: _label(ctx, x, whole, curve), "LBAM": lbam}
+            for f in FINDINGS:
+                hits = pc[pc["finding"] == f]
+                rec[f] = ", ".join(
+                    f"{b} ({pct(m, signed=True)})" for b, m in zip(hits["baseline"], hits["mean"])
+                )
+            findings.append(rec)
+        out += [tests_caption(p), md(pd.DataFrame(findings).replace("", DASH))]
+    return out
 
 
-def render_readme_block(results_dir: str | Path, link_prefix: str | None = None) -> str:
-    """Markdown results block (tables, figure links, provenance) from results_dir/runs, deterministic.
+def provenance(g: pd.DataFrame, res: Results) -> str:
+    """Runs, devices, commits, dates, training time, and the sweep as one Hydra multirun command."""
+    rows = [res.runs[i].row for i in g["run"]]
+    swept: dict[str, set] = {}
+    for o in (o for r in rows for o in r.overrides if not o.startswith("attention.")):
+        swept.setdefault(o.partition("=")[0], set()).add(o.partition("=")[2])
+    command = [f"python -m lbam.train -m experiment={rows[0].experiment}"]
+    command.append(f"attention={','.join(dict.fromkeys(g['attention']))}")
+    command.append(f"seed={','.join(map(str, sorted({r.seed for r in rows})))}")
+    command += [f"{k}={','.join(sorted(v, key=lambda v: (len(v), v)))}" for k, v in sorted(swept.items())]
+    own = sorted({s for s in g["setting"] if "(" in s})  # settings with their own attention overrides
+    dates = sorted(r.created_at[:10] for r in rows if r.created_at) or ["?"]
+    commits = sorted({(r.commit or "unknown")[:12] for r in rows})
+    hours = sum(r.train_seconds or 0.0 for r in rows) / 3600
+    return (
+        f"Provenance: runs {len(rows)} · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
+        f"{', '.join(commits)} · {dates[0]} … {dates[-1]} · training {hours:.2f} h summed over runs · "
+        f"`{' '.join(command)}`" + (f", plus {', '.join(own)}" if own else "") + "."
+    )
 
-    Figure links are `link_prefix/figures/<name>` (default: results_dir as given, in POSIX form).
-    Raises NoResultsError when there is no usable row.
-    """
-    results_dir = Path(results_dir)
-    prefix = (link_prefix if link_prefix is not None else results_dir.as_posix()).rstrip("/")
-    groups = group_rows(load_rows(results_dir))
-    figures = figure_paths(groups, results_dir / "figures")
+
+def render_block(res: Results, link_prefix: str = "results") -> str:
+    """The block between the markers; links are ``link_prefix/...``, to figures that exist."""
     parts = [
-        "_Generated by `python -m lbam.report` from `results/runs`; do not edit by hand "
+        "_Generated by `python -m lbam.report` from `results/runs`; do not edit "
         "(`python -m lbam.report readme --check` fails when this block is stale)._"
     ]
-    for experiment, exp_groups in groups_by_experiment(groups).items():
-        parts.append(f"### {experiment}")
-        for g in exp_groups:
-            parts.append(group_markdown(g, level=4))
-            parts.append("Provenance:\n\n" + provenance(g))
-            # Only figures that exist (`python -m lbam.report readme` alone draws none).
-            links = [
-                f"![{kind}]({prefix}/figures/{p.name})"
-                for grp, kind, p in figures
-                if grp is g and p.is_file()
-            ]
-            if links:
-                parts.append("\n".join(links))
-        maps = results_dir / "figures" / f"{experiment}_attention_maps.png"
+    if res.skipped:
+        parts.append(skipped_note(res))
+    figures = figure_paths(res, res.root / "figures")
+    for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
+        links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
+        for e, sl, _, kind, path in figures:
+            if (e, sl) == (experiment, slug) and path.is_file():
+                links.append(f"[{kind.replace('_', ' ')}]({link_prefix}/figures/{path.name})")
+        maps = res.root / "figures" / f"{experiment}_attention_maps.png"
         if maps.is_file():
-            parts.append(f"![attention maps]({prefix}/figures/{maps.name})")
-    return "\n\n".join(parts) + "\n"
+            links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
+        parts += [*section(g, res), provenance(g, res), " · ".join(links)]
+    # The verdicts' caption once per distinct α and margin.
+    return (
+        "\n\n".join(p for i, p in enumerate(parts) if not (p.startswith("LBAM vs") and p in parts[:i])) + "\n"
+    )
 
 
-def splice(readme_text: str, block: str) -> str:
-    """README text with the content between the results markers replaced by block."""
-    start, end = readme_text.find(START), readme_text.find(END)
-    if start < 0 or end < start:
-        raise ReadmeMarkersError(f"README has no '{START}' … '{END}' pair to fill in")
-    return readme_text[: start + len(START)] + "\n" + block + readme_text[end:]
-
-
-def update_readme(readme: str | Path, results_dir: str | Path, check: bool = False) -> tuple[bool, str]:
-    """Fill the README results block; with check=True only compare. Returns (up to date, unified diff)."""
+def update_readme(
+    readme: str | Path, results_dir: str | Path, check: bool = False, res: Results | None = None
+) -> tuple[bool, str]:
+    """Fill the README block from ``results_dir``; with ``check`` only compare. Returns (up to date, diff)."""
     readme = Path(readme)
-    link_prefix = Path(os.path.relpath(Path(results_dir).resolve(), readme.resolve().parent)).as_posix()
-    old = readme.read_text()
-    new = splice(old, render_readme_block(results_dir, link_prefix))
+    res = res or load_results(results_dir)
+    try:
+        old = readme.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"cannot read {readme} ({e.strerror}); pass --readme PATH") from None
+    start, end = old.find(START), old.find(END)
+    if start < 0 or end < start:
+        raise ReportError(f"{readme} has no '{START}' … '{END}' pair to fill in")
+    prefix = Path(os.path.relpath(Path(results_dir).resolve(), readme.resolve().parent)).as_posix()
+    new = old[: start + len(START)] + "\n" + render_block(res, prefix) + old[end:]
     diff = "".join(
         difflib.unified_diff(
-            old.splitlines(True), new.splitlines(True), f"{readme} (committed)", f"{readme} (from results)"
+            old.splitlines(True), new.splitlines(True), "README (committed)", "README (from rows)"
         )
     )
     if not check and new != old:
-        readme.write_text(new)
+        readme.write_text(new, encoding="utf-8")
     return new == old, diff

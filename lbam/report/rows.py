@@ -1,296 +1,155 @@
-"""Load result rows from results/runs/**.json, validate them and group them for reporting."""
+"""Result rows as one pandas frame: every row under results/runs is validated (``lbam.results``) with its
+predictions, a rerun of a seed keeps the newest row, and each row gets its group, context and setting.
+
+- group: rows that may share a table (same experiment, dataset, synthetic flag, profile, device kind,
+  backbone, image size and width);
+- context: the row's overrides other than ``attention.*`` (e.g. ``dataset.train_subset=25``); runs are paired
+  only within one context, so only runs that differ in the attention alone are compared; ``shown`` is the
+  context less the overrides shared by the whole group;
+- setting: the attention and its own overrides, e.g. ``lbam (residual=false)``.
+"""
 
 from __future__ import annotations
 
-import inspect
-import json
-import math
-import warnings
-from collections import defaultdict
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from lbam.attention import ATTENTIONS
-from lbam.train import relevant_overrides
+import pandas as pd
 
-# Keys every row must have, and the extra ones an "ok" row needs to be reported.
-REQUIRED = (
-    "experiment",
-    "run_name",
-    "dataset",
-    "synthetic",
-    "backbone",
-    "attention",
-    "attention_kwargs",
-    "placement",
-    "width_mult",
-    "image_size",
-    "seed",
-    "profile",
-    "device",
-    "status",
-)
-REQUIRED_OK = (
-    "test_acc",
-    "test_balanced_acc",
-    "test_macro_f1",
-    "params",
-    "attention_params",
-    "macs",
-    "flops",
-    "images_per_second",
-    "train_seconds",
-)
-ATTENTION_ORDER = tuple(ATTENTIONS)  # none se cbam bam eca lbam
-DEFAULT_PLACEMENT = "stage"
+from lbam.results import Row, RowError, load_row, read_predictions
+
+ORDER = ("none", "se", "cbam", "bam", "eca", "lbam")
+GROUP = "experiment dataset synthetic profile device_kind backbone image_size width_mult".split()
+DEFAULT_ANALYSIS = {"alpha": 0.05, "noninferiority_margin": 0.01, "curve": None}
 
 
-class ReportWarning(UserWarning):
-    """A result file was skipped or a value could not be used."""
+class ReportError(Exception):
+    """A problem the user must fix; printed as one line."""
 
 
-class NoResultsError(RuntimeError):
-    """No usable result rows were found."""
+@dataclass
+class Run:
+    row: Row
+    path: Path
+    preds: dict[str, tuple[int, int]] | None  # sample id -> (target, pred); ok rows only
+    x: float = float("nan")  # learning-curve abscissa, see curve_x
+    whole: bool = False  # on a learning curve, trained on the whole training split
 
 
-def device_kind(device: str) -> str:
+@dataclass
+class Results:
+    frame: pd.DataFrame  # one row per kept run, sorted; column "run" indexes `runs`
+    runs: list[Run]
+    skipped: list[str]  # one line per invalid row file left out with --skip-invalid
+    root: Path  # the results folder
+
+
+def _load(path: Path) -> Run:
+    row = load_row(path)
+    run = Run(row, path, None)
+    if row.status == "ok":
+        run.preds = {i: (t, p) for i, t, p in read_predictions(row, path)}
+        acc = sum(t == p for t, p in run.preds.values()) / len(run.preds)
+        if abs(acc - row.test_acc) > 1e-4:
+            raise RowError(f"{path}: test_acc={row.test_acc:.6f} but its predictions give {acc:.6f}")
+    run.x, run.whole = curve_x(row, path)
+    return run
+
+
+def curve_x(row: Row, path: Path) -> tuple[float, bool]:
+    """(training-set size, whole split?) of a learning-curve row: the value of the override named by
+    ``analysis.curve``, else (no such override, or null) ``n_train``, the whole training split; nan and False
+    when the experiment has no curve."""
+    key = row.analysis.get("curve")
+    for o in row.overrides if key else ():
+        name, _, value = o.partition("=")
+        if name.lstrip("+~") == key and value.lower() not in ("null", "none"):
+            try:
+                return float(value), False
+            except ValueError:
+                raise RowError(f"{path}: {key} in {o!r} is not a number") from None
+    if not key:
+        return float("nan"), False
+    return float("nan") if row.n_train is None else float(row.n_train), True
+
+
+def device_kind(device: str | None) -> str:
     """'cpu (2 threads, …)' -> 'cpu', 'cuda: NVIDIA H100' -> 'cuda'."""
-    return str(device).split(":")[0].split("(")[0].strip().split(" ")[0].lower() or "unknown"
+    return (str(device or "unknown").split(":")[0].split("(")[0].split() or ["unknown"])[0].lower()
 
 
-def _problem(row) -> str | None:
-    """Why a parsed JSON value is not a usable row, or None when it is."""
-    if not isinstance(row, dict):
-        return "not a JSON object"
-    missing = [k for k in REQUIRED if k not in row]
-    if missing:
-        return f"missing keys {missing}"
-    if row["status"] not in ("ok", "failed"):
-        return f"status {row['status']!r} is neither 'ok' nor 'failed'"
-    if not isinstance(row["attention_kwargs"], dict):
-        return "attention_kwargs is not an object"
-    if row["status"] == "ok":
-        missing = [k for k in REQUIRED_OK if k not in row]
-        if missing:
-            return f"ok row missing keys {missing}"
-        bad = [
-            k
-            for k in REQUIRED_OK
-            if not isinstance(row[k], (int, float)) or isinstance(row[k], bool) or not math.isfinite(row[k])
-        ]
-        if bad:
-            return f"non-numeric values for {bad}"
-    return None
-
-
-def load_rows(results_dir: str | Path) -> list[dict]:
-    """All usable rows under results_dir/runs, sorted; bad files are skipped with a ReportWarning.
-
-    Each row gets a private `_path` (its JSON file). Raises NoResultsError when nothing usable is found.
-    """
-    runs = Path(results_dir) / "runs"
-    rows = []
-    for path in sorted(runs.glob("**/*.json")):
+def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results:
+    """Every row of ``results_dir/runs/*/*.json``. An invalid row is a ReportError naming its file or, with
+    ``skip_invalid``, a warning on stderr, counted in ``skipped``."""
+    runs_dir = Path(results_dir) / "runs"
+    runs, skipped = [], []
+    for path in sorted(runs_dir.glob("*/*.json")):
         try:
-            row = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            warnings.warn(f"skipping {path}: unreadable JSON ({err})", ReportWarning, stacklevel=2)
-            continue
-        problem = _problem(row)
-        if problem:
-            warnings.warn(f"skipping {path}: {problem}", ReportWarning, stacklevel=2)
-            continue
-        row["_path"] = path
-        rows.append(row)
-    if not rows:
-        raise NoResultsError(
-            f"no usable result rows under {runs} (expected results/runs/<experiment>/<run>.json; "
-            "produce them with `make quick` or `python -m lbam.train`)"
-        )
-    return rows
-
-
-def attention_defaults(attention: str) -> dict:
-    """Constructor defaults of an attention module."""
-    cls = ATTENTIONS.get(attention)
-    if cls is None:
-        return {}
-    params = inspect.signature(cls.__init__).parameters.values()
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-
-
-def _other_overrides(row: dict) -> tuple[str, ...]:
-    """The run's overrides beyond its attention options and placement (e.g. ``optimizer.lr=0.1``), sorted:
-    the same rule that names runs (``lbam.train.relevant_overrides``), so two runs that differ in anything but
-    the seed are never merged into one table row."""
-    kept = relevant_overrides(row.get("overrides") or [])
-    return tuple(o for o in kept if not o.startswith(("attention.", "backbone.placement=")))
-
-
-def setting_of(row: dict) -> tuple[str, str, str, tuple[str, ...]]:
-    """(attention, non-default kwargs as sorted JSON, placement, other overrides): a table row's identity."""
-    defaults = attention_defaults(row["attention"])
-    diff = {k: v for k, v in row["attention_kwargs"].items() if k not in defaults or defaults[k] != v}
-    return row["attention"], json.dumps(diff, sort_keys=True), str(row["placement"]), _other_overrides(row)
-
-
-def setting_label(setting: tuple) -> str:
-    """Readable label, e.g. 'lbam' or 'lbam (kernel_size=3, placement=block, optimizer.lr=0.1)'."""
-    attention, diff_json, placement, *other = setting
-    parts = [
-        f"{k}={json.dumps(v)}" if isinstance(v, str) else f"{k}={v}" for k, v in json.loads(diff_json).items()
-    ]
-    if placement != DEFAULT_PLACEMENT:
-        parts.append(f"placement={placement}")
-    parts += [o for group in other for o in group]
-    return f"{attention} ({', '.join(parts)})" if parts else attention
-
-
-def _is_default(setting: tuple) -> bool:
-    return setting[1] == "{}" and setting[2] == DEFAULT_PLACEMENT and not any(setting[3:])
-
-
-def setting_sort_key(setting: tuple):
-    attention = setting[0]
-    rank = ATTENTION_ORDER.index(attention) if attention in ATTENTION_ORDER else len(ATTENTION_ORDER)
-    return rank, attention, not _is_default(setting), setting_label(setting)
-
-
-@dataclass
-class Setting:
-    """One table row: the ok rows (one per seed) and the failed rows of one attention setting."""
-
-    key: tuple
-    ok: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return setting_label(self.key)
-
-    @property
-    def attention(self) -> str:
-        return self.key[0]
-
-    @property
-    def is_default(self) -> bool:
-        return _is_default(self.key)
-
-
-@dataclass
-class Group:
-    """Rows that may be compared: same experiment, dataset, profile, device kind, backbone and sizes."""
-
-    experiment: str
-    dataset: str
-    synthetic: bool
-    profile: str
-    device_kind: str
-    backbone: str
-    image_size: int
-    width_mult: float
-    settings: list[Setting]
-
-    @property
-    def rows(self) -> list[dict]:
-        return [r for s in self.settings for r in s.ok + s.failed]
-
-    @property
-    def ok_rows(self) -> list[dict]:
-        return [r for s in self.settings for r in s.ok]
-
-    @property
-    def devices(self) -> list[str]:
-        return sorted({str(r["device"]) for r in self.rows})
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted({int(r["seed"]) for r in self.ok_rows})
-
-    @property
-    def dataset_label(self) -> str:
-        return f"{self.dataset} (SYNTHETIC)" if self.synthetic else self.dataset
-
-    def title(self) -> str:
-        return (
-            f"{self.experiment}: {self.dataset_label} · profile {self.profile} · {self.device_kind} · "
-            f"{self.backbone} {self.image_size}px ×{self.width_mult:g}"
-        )
-
-    def setting(self, attention: str) -> Setting | None:
-        """The default-setting row of an attention in this group (e.g. 'none'), if present."""
-        return next((s for s in self.settings if s.attention == attention and s.is_default), None)
-
-
-def _group_key(row: dict) -> tuple:
-    return (
-        str(row["experiment"]),
-        str(row["dataset"]),
-        bool(row["synthetic"]),
-        str(row["profile"]),
-        device_kind(row["device"]),
-        str(row["backbone"]),
-        int(row["image_size"]),
-        float(row["width_mult"]),
+            runs.append(_load(path))
+        except RowError as e:
+            if not skip_invalid:
+                raise ReportError(f"{e} (fix or remove the file, or pass --skip-invalid)") from None
+            print(f"lbam.report: warning: skipping {e}", file=sys.stderr)
+            skipped.append(str(e))
+    if not runs:
+        raise ReportError(f"no valid result rows under {runs_dir} (make some with `make quick`)")
+    df = pd.DataFrame(
+        {
+            **{k: v for k, v in vars(r.row).items() if not isinstance(v, (list, dict))},  # the scalars
+            "device_kind": device_kind(r.row.device),
+            "context": " ".join(o for o in r.row.overrides if not o.startswith("attention.")),
+            "setting": setting_label(r.row.attention, r.row.overrides),
+            "x": r.x,
+            "whole": r.whole,
+            "run": i,
+        }
+        for i, r in enumerate(runs)
     )
+    df["created_at"] = df["created_at"].fillna("")
+    # A rerun of a seed under another run name replaces the older row: it is not an extra seed.
+    df = df.sort_values(["created_at", "run_name"])
+    df = df.drop_duplicates([*GROUP, "context", "setting", "seed"], keep="last")
+    df["rank"] = [ORDER.index(a) if a in ORDER else len(ORDER) for a in df["attention"]]
+    df = df.sort_values([*GROUP, "x", "context", "rank", "setting", "seed"], na_position="first")
+    # For display, what tells the contexts of a group apart: the context less the overrides all runs share.
+    for _, g in df.groupby(GROUP):
+        common = set.intersection(*(set(c.split()) for c in g["context"]))
+        df.loc[g.index, "shown"] = [" ".join(o for o in c.split() if o not in common) for c in g["context"]]
+    return Results(df.drop(columns="rank").reset_index(drop=True), runs, skipped, Path(results_dir))
 
 
-def group_rows(rows: list[dict]) -> list[Group]:
-    """Group rows (never mixing profiles, datasets, devices, backbones or sizes), sorted deterministically.
-
-    If one setting has several ok rows for the same seed, only the newest (created_at, run_name) is kept,
-    with a warning, so that a rerun is not counted as an extra seed.
-    """
-    by_group: dict[tuple, dict[tuple, Setting]] = defaultdict(dict)
-    for row in rows:
-        key = setting_of(row)
-        settings = by_group[_group_key(row)]
-        setting = settings.setdefault(key, Setting(key))
-        (setting.ok if row["status"] == "ok" else setting.failed).append(row)
-    groups = []
-    for gkey in sorted(by_group, key=lambda k: tuple(str(x) for x in k)):
-        settings = [by_group[gkey][k] for k in sorted(by_group[gkey], key=setting_sort_key)]
-        for s in settings:
-            s.ok = _dedupe_seeds(s.ok)
-            s.ok.sort(key=lambda r: int(r["seed"]))
-            s.failed.sort(key=lambda r: (int(r["seed"]), str(r["run_name"])))
-        groups.append(Group(*gkey, settings=settings))
-    return groups
+def setting_label(attention: str, overrides: list[str]) -> str:
+    """'lbam', or 'lbam (residual=false)' from its ``attention.*`` overrides."""
+    own = [o.split(".", 1)[1] for o in overrides if o.startswith("attention.")]
+    return f"{attention} ({', '.join(own)})" if own else attention
 
 
-def _dedupe_seeds(rows: list[dict]) -> list[dict]:
-    newest: dict[int, dict] = {}
-    for row in sorted(rows, key=lambda r: (str(r.get("created_at", "")), str(r["run_name"]))):
-        seed = int(row["seed"])
-        if seed in newest:
-            warnings.warn(
-                f"{row['_path']}: seed {seed} of {setting_label(setting_of(row))} already reported by "
-                f"{newest[seed]['_path']}; keeping the newer row only",
-                ReportWarning,
-                stacklevel=3,
-            )
-        newest[seed] = row
-    return list(newest.values())
+def analysis(g: pd.DataFrame, runs: list[Run]) -> dict:
+    """The experiment's analysis settings stated in advance (alpha, margin, curve), defaults where absent."""
+    return {**DEFAULT_ANALYSIS, **runs[int(g["run"].iloc[0])].row.analysis}
 
 
-def groups_by_experiment(groups: list[Group]) -> dict[str, list[Group]]:
-    out: dict[str, list[Group]] = defaultdict(list)
-    for g in groups:
-        out[g.experiment].append(g)
-    return dict(sorted(out.items()))
+def groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(experiment, slug, group frame) in order; the slug tells a group from the others of its experiment."""
+    out = []
+    for experiment, exp in df.groupby("experiment", sort=True):
+        varying = [k for k in GROUP[1:] if exp[k].nunique() > 1]
+        for _, g in exp.groupby(GROUP, sort=True):
+            r = g.iloc[0]
+            names = {"synthetic": "synthetic" if r.synthetic else "real", "image_size": f"{r.image_size}px"}
+            names["width_mult"] = f"w{r.width_mult:g}"
+            out.append((experiment, "_".join(names.get(k, str(r[k])) for k in varying), g))
+    return out
 
 
-def group_slug(group: Group, siblings: list[Group]) -> str:
-    """Filename part that tells a group apart from the other groups of its experiment ('' if alone)."""
-    if len(siblings) <= 1:
-        return ""
-    fields = {
-        "dataset": lambda g: g.dataset + ("-synthetic" if g.synthetic else ""),
-        "profile": lambda g: g.profile,
-        "device": lambda g: g.device_kind,
-        "backbone": lambda g: g.backbone,
-        "size": lambda g: f"{g.image_size}px",
-        "width": lambda g: f"w{g.width_mult:g}",
-    }
-    varying = [f for f in fields.values() if len({f(s) for s in siblings}) > 1]
-    return "_".join(f(group) for f in varying)
+def title(g: pd.DataFrame) -> str:
+    r = g.iloc[0]
+    data = f"{r.dataset} (SYNTHETIC)" if r.synthetic else r.dataset
+    model = f"{r.backbone} {r.image_size}px ×{r.width_mult:g}"
+    return f"{r.experiment}: {data} · profile {r.profile} · {r.device_kind} · {model}"
+
+
+def without(context: str, key: str | None) -> str:
+    """``context`` less the override of ``key`` (e.g. the learning curve's ``dataset.train_subset``)."""
+    return " ".join(o for o in context.split() if o.partition("=")[0].lstrip("+~") != key)

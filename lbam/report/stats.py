@@ -1,117 +1,147 @@
-"""Seed statistics and paired comparisons (McNemar's exact test) on per-sample test predictions."""
+"""Paired comparisons of each LBAM setting with each baseline of its context (runs that differ in the
+attention alone), on balanced accuracy:
+
+- per seed, McNemar's exact test on the per-sample predictions (the runs' test ids and targets must agree);
+- across seeds (n ≥ 3), a paired t-test of d_i = LBAM_i − baseline_i, Holm-corrected over the baselines;
+- non-inferiority: the one-sided (1 − α) lower confidence bound of d̄ exceeds −margin; equivalence (TOST):
+  the (1 − 2α) confidence interval lies inside ±margin. The experiment states the margin in advance.
+"""
 
 from __future__ import annotations
 
-import csv
 import math
-import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
-from lbam.report.rows import Group, Setting
+import pandas as pd
+from scipy import stats
 
-ALPHA = 0.05
+from lbam.report.rows import GROUP, ReportError, Run, analysis
+
 MIN_SEEDS = 3
-# With b + c discordant pairs the smallest attainable two-sided p is 2 * 0.5**(b+c): below 6 it is >= 0.0625.
-MIN_DISCORDANT = 6
-
-
-def mean_std(values: list[float]) -> tuple[float, float, int]:
-    """(mean, sample std with ddof=1, n); std is nan when n < 2 and mean is nan when n == 0."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, 0
-    return statistics.fmean(values), statistics.stdev(values) if n > 1 else math.nan, n
+FINDINGS = ("differ", "equivalent", "non-inferior", "inconclusive")
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: binomial(b + c, 0.5) on the discordant pairs b, c."""
+    """Two-sided exact McNemar p: binomial(b + c, 1/2) on the discordant pairs b, c."""
     n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
 
 
-def read_predictions(row: dict) -> dict[str, tuple[int, int]]:
-    """id -> (target, pred) from the .preds.csv beside a row (empty dict when absent or unreadable)."""
-    name = row.get("predictions_file") or Path(row["_path"]).name.removesuffix(".json") + ".preds.csv"
-    path = Path(row["_path"]).parent / Path(name).name
-    try:
-        with path.open(newline="") as f:
-            return {r["id"]: (int(r["target"]), int(r["pred"])) for r in csv.DictReader(f)}
-    except (OSError, KeyError, ValueError, TypeError):
-        return {}
+def holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: the i-th smallest of m (i = 0, 1, …) becomes
+    max over j ≤ i of min(1, (m − j)·p_(j))."""
+    adjusted, running = [0.0] * len(p), 0.0
+    for rank, i in enumerate(sorted(range(len(p)), key=p.__getitem__)):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 @dataclass
-class SeedTest:
-    seed: int
-    n_common: int  # samples present in both prediction files
-    b: int  # LBAM right, baseline wrong
-    c: int  # LBAM wrong, baseline right
-    p: float
+class Paired:
+    n: int
+    mean: float  # d̄
+    std: float  # sample std of the d_i (ddof = 1)
+    p: float  # two-sided paired t-test of d̄ = 0
+    low: float  # lower end of the (1 − 2α) CI: the one-sided (1 − α) lower confidence bound
+    high: float
 
 
-@dataclass
-class Comparison:
-    """LBAM setting vs one baseline setting of the same group."""
+def paired_t(d: list[float], alpha: float = 0.05) -> Paired:
+    """t = d̄ / (s/√n) on n − 1 degrees of freedom; CI d̄ ± t_{1−α, n−1}·s/√n."""
+    n, mean = len(d), sum(d) / len(d)
+    std = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    if std < 1e-12:  # the same difference on every seed: t is ±∞ (or 0/0 when it is 0)
+        return Paired(n, mean, 0.0, 1.0 if mean == 0 else 0.0, mean, mean)
+    se = std / math.sqrt(n)
+    half = stats.t.ppf(1 - alpha, n - 1) * se
+    return Paired(n, mean, std, float(2 * stats.t.sf(abs(mean / se), n - 1)), mean - half, mean + half)
 
-    lbam: Setting
-    baseline: Setting
-    tests: list[SeedTest]
-    acc_diffs: list[float]  # LBAM - baseline test_acc per shared seed
-    missing_preds: list[int]  # shared seeds without usable paired predictions
 
-    def verdict(self) -> str:
-        """Plain statement of what the comparison supports."""
-        n = len(self.acc_diffs)
-        notes = []
-        if n == 0:
-            return "no seed run for both: nothing to compare"
-        if n < MIN_SEEDS:
-            notes.append(f"only {n} seed{'s' if n > 1 else ''} (< {MIN_SEEDS}): too few to conclude anything")
-        if self.missing_preds:
-            notes.append(f"no paired predictions for seed(s) {', '.join(map(str, self.missing_preds))}")
-        if self.tests:
-            few = [t.seed for t in self.tests if t.b + t.c < MIN_DISCORDANT]
-            if few:
-                notes.append(
-                    f"seed(s) {', '.join(map(str, few))}: fewer than {MIN_DISCORDANT} discordant samples, "
-                    f"McNemar cannot reach p < {ALPHA}"
-                )
-            sig = [t for t in self.tests if t.p < ALPHA]
-            better = sum(t.b > t.c for t in sig)
-            notes.append(
-                f"p < {ALPHA} in {len(sig)}/{len(self.tests)} seeds"
-                + (f" ({better} favour LBAM, {len(sig) - better} the baseline)" if sig else "")
+def verdict(r: dict, margin: float, alpha: float) -> tuple[str, str]:
+    """(finding, verdict in words); the finding is the first of FINDINGS that holds."""
+    m = f"{100 * margin:g} pp"
+    if r["n"] < MIN_SEEDS:
+        return (
+            "inconclusive",
+            f"inconclusive: {r['n']} paired seed(s), the across-seed test needs ≥ {MIN_SEEDS}",
+        )
+    found = []
+    if r["p_holm"] < alpha:
+        side = "higher" if r["mean"] > 0 else "lower"
+        found.append(("differ", f"differ: LBAM {side} (paired t, Holm p = {r['p_holm']:.3g})"))
+    if -margin < r["low"] and r["high"] < margin:
+        found.append(("equivalent", f"equivalent within ±{m} (TOST)"))
+    elif r["low"] > -margin:
+        found.append(("non-inferior", f"non-inferior (LBAM ≥ baseline − {m})"))
+    if not found:
+        return "inconclusive", f"inconclusive (Holm p = {r['p_holm']:.3g}; lower bound ≤ −{m})"
+    return found[0][0], "; ".join(text for _, text in found)
+
+
+def pairs(a: pd.DataFrame, b: pd.DataFrame, runs: list[Run]) -> list[tuple[Run, Run]]:
+    """The ok runs of two settings of one context, matched by seed; their test ids and targets must agree."""
+    by_seed = {s: runs[i] for s, i in zip(b["seed"], b["run"])}
+    out = [(runs[i], by_seed[s]) for s, i in zip(a["seed"], a["run"]) if s in by_seed]
+    for x, y in out:
+        if x.preds.keys() != y.preds.keys() or any(x.preds[i][0] != y.preds[i][0] for i in x.preds):
+            raise ReportError(
+                f"runs {x.path} and {y.path} differ in test samples or targets: cannot pair them"
             )
-        return "; ".join(notes)
+    return out
 
 
-def compare(lbam: Setting, baseline: Setting) -> Comparison:
-    """Per shared seed: McNemar on predictions joined by sample id, and the test-accuracy difference."""
-    base_by_seed = {int(r["seed"]): r for r in baseline.ok}
-    tests, diffs, missing = [], [], []
-    for row in lbam.ok:
-        seed = int(row["seed"])
-        other = base_by_seed.get(seed)
-        if other is None:
-            continue
-        diffs.append(float(row["test_acc"]) - float(other["test_acc"]))
-        mine, theirs = read_predictions(row), read_predictions(other)
-        common = sorted(set(mine) & set(theirs))
-        if not common:
-            missing.append(seed)
-            continue
-        b = sum(mine[i][1] == mine[i][0] and theirs[i][1] != theirs[i][0] for i in common)
-        c = sum(mine[i][1] != mine[i][0] and theirs[i][1] == theirs[i][0] for i in common)
-        tests.append(SeedTest(seed, len(common), b, c, mcnemar_exact(b, c)))
-    return Comparison(lbam, baseline, tests, diffs, missing)
+def _contexts(g: pd.DataFrame, runs: list[Run]):
+    """(context, analysis, {setting: ok rows}) per context of one group."""
+    for ctx, rows in g[g["status"] == "ok"].groupby("context", sort=False):
+        yield ctx, analysis(rows, runs), dict(tuple(rows.groupby("setting", sort=False)))
 
 
-def comparisons(group: Group) -> list[Comparison]:
-    """Every LBAM setting of the group against every non-LBAM setting that has ok runs."""
-    lbams = [s for s in group.settings if s.attention == "lbam" and s.ok]
-    baselines = [s for s in group.settings if s.attention != "lbam" and s.ok]
-    return [compare(lb, base) for lb in lbams for base in baselines]
+def mcnemar(x: Run, y: Run) -> str:
+    """'s<seed>: b/c p=…' with b = samples x gets right and y wrong, c = the reverse."""
+    b = sum(x.preds[i][1] == t != y.preds[i][1] for i, (t, _) in x.preds.items())
+    c = sum(x.preds[i][1] != t == y.preds[i][1] for i, (t, _) in x.preds.items())
+    return f"s{x.row.seed}: {b}/{c} p={mcnemar_exact(b, c):.3g}"
+
+
+def diffs(pp: list[tuple[Run, Run]]) -> list[float]:
+    return [x.row.test_balanced_acc - y.row.test_balanced_acc for x, y in pp]
+
+
+def compare(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """One record per (context, LBAM setting, baseline setting) of a group; Holm over each LBAM setting's
+    baselines in its context."""
+    out = []
+    for ctx, a, by in _contexts(g, runs):
+        alpha, margin = float(a["alpha"]), float(a["noninferiority_margin"])
+        lbams = [s for s, rows in by.items() if rows["attention"].iloc[0] == "lbam"]
+        for lb in lbams:
+            family = []
+            for base in (s for s in by if s not in lbams):
+                pp = pairs(by[lb], by[base], runs)
+                d, nan = diffs(pp), math.nan
+                r = {"context": ctx, **by[lb][["shown", "x", "whole"]].iloc[0].to_dict()}
+                r |= {"lbam": lb, "baseline": base, "n": len(d)}
+                r |= {"mean": sum(d) / len(d) if d else nan, "std": nan, "p": nan, "p_holm": nan, "low": nan}
+                r |= {
+                    "high": nan,
+                    "margin": margin,
+                    "alpha": alpha,
+                    "mcnemar": "; ".join(mcnemar(x, y) for x, y in pp),
+                }
+                family.append(r | (vars(paired_t(d, alpha)) if len(d) >= MIN_SEEDS else {}))
+            tested = [r for r in family if not math.isnan(r["p"])]
+            for r, p in zip(tested, holm([r["p"] for r in tested])):
+                r["p_holm"] = p
+            out += [r | dict(zip(("finding", "verdict"), verdict(r, margin, alpha))) for r in family]
+    return pd.DataFrame([{**g[GROUP].iloc[0].to_dict(), **r} for r in out])
+
+
+def delta_vs_none(g: pd.DataFrame, runs: list[Run]) -> dict[tuple[str, str], float]:
+    """Mean over shared seeds of (setting − none) balanced accuracy, keyed by (context, setting)."""
+    out = {}
+    for ctx, _, by in _contexts(g, runs):
+        for s, rows in by.items():
+            d = diffs(pairs(rows, by["none"], runs)) if "none" in by else []
+            out[ctx, s] = sum(d) / len(d) if d else math.nan
+    return out

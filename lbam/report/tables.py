@@ -1,220 +1,174 @@
-"""Comparison tables per experiment: results/tables/<experiment>.{md,csv,tex}."""
+"""Tables per experiment: results/tables/<experiment>.{md,csv,tex}, one row per setting and context, and
+<experiment>_pairs.csv, LBAM vs each baseline. Mean ± sample std (ddof = 1) over the ok seeds; failed runs are
+counted and listed, never averaged."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from lbam.report.rows import Group, Setting, groups_by_experiment
-from lbam.report.stats import ALPHA, comparisons, mean_std
+from lbam.io import atomic_write
+from lbam.report.rows import GROUP, Results, Run, groups, title
+from lbam.report.stats import MIN_SEEDS, compare, delta_vs_none
 
-METRICS = (
-    ("test_acc", "test acc (%)"),
-    ("test_balanced_acc", "balanced acc (%)"),
-    ("test_macro_f1", "macro-F1 (%)"),
-)
+METRICS = {
+    "test_acc": "test acc (%)",
+    "test_balanced_acc": "balanced acc (%)",
+    "test_macro_f1": "macro-F1 (%)",
+}
 DASH = "–"
 
 
-def setting_record(group: Group, setting: Setting) -> dict:
-    """Numbers of one table row (nan where not available); std is the sample std (ddof=1)."""
-    first = setting.ok[0] if setting.ok else {}
-    rec = {
-        "setting": setting.label,
-        "attention": setting.attention,
-        "attention_kwargs": setting.key[1],
-        "placement": setting.key[2],
-        "other_overrides": " ".join(setting.key[3]),
-        "n": len(setting.ok),
-        "seeds": " ".join(str(int(r["seed"])) for r in setting.ok),
-        "failed": len(setting.failed),
-    }
-    for key in ("params", "attention_params", "macs", "flops"):
-        rec[key] = int(first[key]) if first else None
-    for key, _ in METRICS:
-        mean, std, _ = mean_std([float(r[key]) for r in setting.ok])
-        rec[f"{key}_mean"], rec[f"{key}_std"] = mean, std
-    rec["images_per_second"] = mean_std([float(r["images_per_second"]) for r in setting.ok])[0]
-    # Paired by seed: the mean over the seeds that both this setting and `none` ran of the accuracy difference.
-    none = group.setting("none")
-    none_acc = {int(r["seed"]): float(r["test_acc"]) for r in none.ok} if none else {}
-    diffs = [
-        float(r["test_acc"]) - none_acc[int(r["seed"])] for r in setting.ok if int(r["seed"]) in none_acc
-    ]
-    rec["delta_acc_vs_none"] = sum(diffs) / len(diffs) if diffs else math.nan
-    return rec
-
-
-def group_frame(group: Group) -> pd.DataFrame:
-    """One row per setting, with the group's identity columns; the numbers behind the .csv."""
-    ident = {
-        "experiment": group.experiment,
-        "dataset": group.dataset,
-        "synthetic": group.synthetic,
-        "profile": group.profile,
-        "device_kind": group.device_kind,
-        "device": "; ".join(group.devices),
-        "backbone": group.backbone,
-        "image_size": group.image_size,
-        "width_mult": group.width_mult,
-    }
-    return pd.DataFrame([{**ident, **setting_record(group, s)} for s in group.settings])
-
-
-def _pct(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return DASH
-    return f"{100 * mean:.2f} ± {DASH if math.isnan(std) else f'{100 * std:.2f}'}"
-
-
-def _count(x, scale: float = 1.0, unit: str = "") -> str:
-    if x is None:
-        return DASH
-    return f"{x / scale:,.2f}{unit}" if scale != 1.0 else f"{int(x):,}"
-
-
-def caption(group: Group) -> str:
-    return (
-        f"Experiment **{group.experiment}** · dataset **{group.dataset_label}** · profile **{group.profile}** · "
-        f"device {'; '.join(group.devices)} · backbone {group.backbone} · image {group.image_size} px · "
-        f"width ×{group.width_mult:g} · seeds {', '.join(map(str, group.seeds)) or 'none'}. "
-        "Accuracies in %, mean ± sample std (ddof=1) over the n seeds; Δ acc vs `none` in percentage points, "
-        "paired over the seeds both ran; "
-        "images/s = training throughput."
-    )
-
-
-HEADERS = (
-    "attention",
-    "n",
-    "params",
-    "attn params",
-    "MACs",
-    "FLOPs",
-    "test acc (%)",
-    "balanced acc (%)",
-    "macro-F1 (%)",
-    "Δ acc vs none (pp)",
-    "images/s",
-    "failed",
-)
-
-
-def display_rows(group: Group) -> list[list[str]]:
-    """Formatted cells of the main table (HEADERS order); settings with no ok run read 'failed'."""
-    out = []
-    for s in group.settings:
-        r = setting_record(group, s)
-        if r["n"] == 0:
-            out.append([r["setting"], "0", *["failed"] * 9, str(r["failed"])])
-            continue
-        delta = r["delta_acc_vs_none"]
-        out.append(
-            [
-                r["setting"],
-                str(r["n"]),
-                _count(r["params"]),
-                _count(r["attention_params"]),
-                _count(r["macs"], 1e6, " M"),
-                _count(r["flops"], 1e6, " M"),
-                *(_pct(r[f"{k}_mean"], r[f"{k}_std"]) for k, _ in METRICS),
-                DASH if math.isnan(delta) else f"{100 * delta:+.2f}",
-                f"{r['images_per_second']:,.1f}",
-                str(r["failed"]),
-            ]
-        )
+def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """One row per (context, setting) of a group: n ok seeds, failed runs, metric means and sample stds, cost,
+    and Δ balanced accuracy vs `none` paired over seeds."""
+    keys = [*GROUP, "context", "setting"]
+    agg = {k: (k, "first") for k in ("shown", "x", "whole", "attention")}
+    agg |= {"n": ("test_acc", "count")}
+    agg |= {"failed": ("status", lambda s: int((s == "failed").sum()))}
+    agg |= {"seeds": ("seed", lambda s: " ".join(str(v) for v in s[g.loc[s.index, "status"] == "ok"]))}
+    for k in METRICS:
+        agg |= {f"{k}_mean": (k, "mean"), f"{k}_std": (k, "std")}  # pandas' std: ddof = 1
+    agg |= {k: (k, "first") for k in ("params", "attention_params", "flops")}
+    agg |= {"images_per_second": ("images_per_second", "mean")}
+    out = g.groupby(keys, sort=False).agg(**agg).reset_index()
+    delta = delta_vs_none(g, runs)
+    out["delta_vs_none"] = [delta.get(k, math.nan) for k in zip(out["context"], out["setting"])]
     return out
 
 
-def md_table(headers, rows) -> str:
-    def cell(x) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
-    return "\n".join(lines)
+def pct(mean: float, std: float = math.nan, signed: bool = False) -> str:
+    """'99.49 ± 0.12' (%), or '+0.31' (pp) when signed; no ± without a std (n = 1)."""
+    if math.isnan(mean):
+        return DASH
+    return f"{100 * mean:{'+' if signed else ''}.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
 
 
-def failed_rows(group: Group) -> list[list[str]]:
-    rows = []
-    for s in group.settings:
-        for r in s.failed:
-            error = (str(r.get("error") or "no error message").strip().splitlines() or [""])[-1][:160]
-            rows.append([s.label, str(int(r["seed"])), str(r["run_name"]), error])
-    return rows
+def num(x: float, digits: int = 0, scale: float = 1.0) -> str:
+    return DASH if x is None or math.isnan(x) else f"{x / scale:,.{digits}f}"
 
 
-def comparison_rows(group: Group) -> list[list[str]]:
-    rows = []
-    for comp in comparisons(group):
-        per_seed = "; ".join(f"s{t.seed}: b={t.b} c={t.c} p={t.p:.4g}" for t in comp.tests) or DASH
-        mean, std, n = mean_std(comp.acc_diffs)
-        diff = DASH if n == 0 else f"{100 * mean:+.2f} ± {DASH if math.isnan(std) else f'{100 * std:.2f}'}"
-        rows.append([comp.lbam.label, comp.baseline.label, str(n), diff, per_seed, comp.verdict()])
-    return rows
+def md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, disable_numparse=True)
 
 
-def group_markdown(group: Group, level: int = 2) -> str:
-    """Caption, main table, failed runs and the paired LBAM comparison of one group."""
-    h = "#" * level
-    parts = [f"{h} {group.title()}", caption(group), md_table(HEADERS, display_rows(group))]
-    failed = failed_rows(group)
-    if failed:
-        parts.append(f"**Failed runs: {len(failed)}** (not included in any mean)")
-        parts.append(md_table(("attention", "seed", "run", "error"), failed))
-    parts.append(f"{h}# Paired comparison: LBAM vs each baseline")
-    comps = comparison_rows(group)
-    if comps:
+def table(s: pd.DataFrame) -> pd.DataFrame:
+    """The formatted main table of a summary."""
+    cells = {"setting": s["setting"], "n": s["n"], "attn params": s["attention_params"].map(num)}
+    cells |= {"params": s["params"].map(num), "MFLOPs": [num(f, 2, 1e6) for f in s["flops"]]}
+    cells |= {
+        name: [pct(m, sd) for m, sd in zip(s[f"{k}_mean"], s[f"{k}_std"])] for k, name in METRICS.items()
+    }
+    cells |= {"Δ bal. acc vs none (pp)": [pct(d, signed=True) for d in s["delta_vs_none"]]}
+    return pd.DataFrame(cells | {"images/s": s["images_per_second"].map(num), "failed": s["failed"]})
+
+
+def pairs_table(p: pd.DataFrame) -> pd.DataFrame:
+    ci = [
+        DASH if math.isnan(lo) else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
+        for lo, hi in zip(p["low"], p["high"])
+    ]
+    return pd.DataFrame(
+        {
+            "LBAM": p["lbam"],
+            "baseline": p["baseline"],
+            "n": p["n"],
+            "Δ bal. acc (pp)": [pct(m, s, signed=True) for m, s in zip(p["mean"], p["std"])],
+            "paired t p": [num(v, 3) if v >= 1e-3 or math.isnan(v) else f"{v:.1e}" for v in p["p"]],
+            "Holm p": [num(v, 3) if v >= 1e-3 or math.isnan(v) else f"{v:.1e}" for v in p["p_holm"]],
+            f"{100 * (1 - 2 * p['alpha'].iloc[0]):g} % CI (pp)": ci,
+            "McNemar b/c per seed": p["mcnemar"],
+            "verdict": p["verdict"],
+        }
+    )
+
+
+def tests_caption(p: pd.DataFrame) -> str:
+    """How the verdicts are reached, with the experiment's α and margin."""
+    alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
+    return (
+        "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced "
+        "accuracy (pp). *differ*: two-sided paired t-test over the seeds (scipy.stats), Holm-corrected "
+        f"over the baselines, p < {alpha:g}; *equivalent*: the {100 * (1 - 2 * alpha):g} % CI of Δ inside "
+        f"±{margin:g} pp (TOST); "
+        f"*non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; not adjusted for "
+        f"multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
+    )
+
+
+def heading(shown: str, x: float, whole: bool) -> str:
+    if math.isnan(x):
+        return f"overrides: {shown}" if shown else ""
+    return (
+        f"train-set size {x:g}"
+        + (" (whole training split)" if whole else "")
+        + (f" ({shown})" if shown else "")
+    )
+
+
+def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFrame) -> str:
+    seeds = ", ".join(map(str, sorted(set(g.loc[g["status"] == "ok", "seed"])))) or "none"
+    parts = [
+        f"## {title(g)}",
+        f"Device {'; '.join(sorted(set(g['device'].astype(str))))} · seeds {seeds}. Accuracies in %, mean ± "
+        "sample std (ddof = 1) over the n ok seeds; Δ vs `none` in pp, paired over the seeds both ran; "
+        f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed.",
+    ]
+    for (ctx, shown, x, whole), sc in s.groupby(["context", "shown", "x", "whole"], sort=False, dropna=False):
+        if heading(shown, x, whole):
+            parts.append(f"### {heading(shown, x, whole)}")
+        parts.append(md(table(sc)))
+        pc = p[p["context"] == ctx] if len(p) else p
+        if len(pc):
+            mc = "McNemar's exact test per seed: b = LBAM right and baseline wrong, c = the reverse."
+            parts += [f"{tests_caption(pc)} {mc}", md(pairs_table(pc))]
+    failed = g[g["status"] == "failed"]
+    if len(failed):
+        errors = [
+            (str(res.runs[i].row.error or "").strip().splitlines() or ["?"])[-1][:160] for i in failed["run"]
+        ]
+        parts.append(f"**Failed runs: {len(failed)}** (in no mean)")
         parts.append(
-            "McNemar's exact test per seed on the per-sample test predictions joined by sample id "
-            "(b = LBAM right and baseline wrong, c = the reverse; two-sided binomial on b + c, "
-            f"α = {ALPHA}); Δ acc = LBAM − baseline test accuracy in pp, mean ± sample std over the n shared seeds."
+            md(
+                failed[["setting", "shown", "seed", "run_name"]]
+                .rename(columns={"shown": "overrides"})
+                .assign(error=errors)
+            )
         )
-        parts.append(md_table(("LBAM", "baseline", "n", "Δ acc (pp)", "per seed", "verdict"), comps))
-    else:
-        parts.append("No comparison: this group lacks an LBAM run or a baseline run that finished.")
     return "\n\n".join(parts)
 
 
-def _tex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_"}
-    repl |= {"{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    repl |= {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "·": r"\textperiodcentered{}", "–": "--"}
-    return "".join(repl.get(ch, ch) for ch in text)
+def skipped_note(res: Results) -> str:
+    n = len(res.skipped)
+    return f"**{n} invalid row file{'s' * (n != 1)} skipped (--skip-invalid): these tables are incomplete.**"
 
 
-def group_tex(group: Group) -> str:
-    headers, rows = HEADERS, display_rows(group)
-    lines = [
-        r"\begin{table}[ht]",
-        r"\centering",
-        r"\caption{" + _tex_escape(caption(group).replace("**", "").replace("`", "")) + "}",
-        r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
-        r"\hline",
-        " & ".join(map(_tex_escape, headers)) + r" \\",
-        r"\hline",
-        *(" & ".join(map(_tex_escape, r)) + r" \\" for r in rows),
-        r"\hline",
-        r"\end{tabular}",
-        r"\end{table}",
-    ]
-    return "\n".join(lines)
+def latex(df: pd.DataFrame, caption: str) -> str:
+    tex = df.to_latex(index=False, caption=caption, escape=True)
+    for a, b in ((" · ", ", "), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("×", r"$\times$"), ("–", "--")):
+        tex = tex.replace(a, b)
+    return tex
 
 
-def write_tables(groups: list[Group], results_dir: str | Path) -> list[Path]:
-    """Write results/tables/<experiment>.{md,csv,tex}; returns the written paths."""
-    out_dir = Path(results_dir) / "tables"
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_tables(res: Results, results_dir: str | Path) -> list[Path]:
+    """Write results/tables/<experiment>.{md,csv,tex} and <experiment>_pairs.csv; returns the paths."""
     written = []
-    for experiment, exp_groups in groups_by_experiment(groups).items():
-        md = f"# Results: {experiment}\n\n" + "\n\n".join(group_markdown(g) for g in exp_groups) + "\n"
-        frame = pd.concat([group_frame(g) for g in exp_groups], ignore_index=True)
-        tex = "\n\n".join(group_tex(g) for g in exp_groups) + "\n"
-        paths = [out_dir / f"{experiment}.{ext}" for ext in ("md", "csv", "tex")]
-        paths[0].write_text(md)
-        frame.to_csv(paths[1], index=False, float_format="%.6g")
-        paths[2].write_text(tex)
-        written += paths
+    for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
+        text = [f"# Results: {experiment}"] + ([skipped_note(res)] if res.skipped else [])
+        tex, summaries, comparisons = [], [], []
+        for _, _, g in parts:
+            s, p = summarize(g, res.runs), compare(g, res.runs)
+            text.append(group_markdown(g, res, s, p))
+            tex.append(latex(table(s), title(g)))
+            summaries.append(s)
+            comparisons.append(p)
+        files = {".md": "\n\n".join(text) + "\n", ".tex": "\n".join(tex)}
+        files[".csv"] = pd.concat(summaries).to_csv(index=False, float_format="%.6g")
+        if any(len(p) for p in comparisons):
+            files["_pairs.csv"] = pd.concat(comparisons).to_csv(index=False, float_format="%.6g")
+        for suffix, data in files.items():
+            written.append(atomic_write(Path(results_dir) / "tables" / f"{experiment}{suffix}", data))
     return written
