@@ -47,21 +47,22 @@ class LBAM(nn.Module):
         k = eca_kernel_size(channels) if kernel_size is None else check_odd_kernel(kernel_size)
         self.conv = None
         if branches != "spatial":
-            # Separate convs for GAP and GMP are one conv with two input channels (its output is the sum of the
-            # two convolutions): the state dict keeps one weight, 1×1×k shared or 1×2×k separate.
+            # Separate convs for GAP and GMP are one conv with two input channels: one weight, 1×2×k.
             n_in = 2 if pool == "avgmax" and not shared_conv else 1
             self.conv = nn.Conv1d(n_in, 1, k, padding=(k - 1) // 2, bias=False)
         self.spatial = SpatialBranch(channels, reduction, dilation) if branches != "channel" else None
         self.gate = nn.Sigmoid()
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Mc(F), N×C×1×1: the 1-D conv of the pooled channel descriptors, summed."""
-        pooled = [x.mean((2, 3))] if self.pool != "max" else []  # GAP
-        pooled += [x.amax((2, 3))] if self.pool != "avg" else []  # GMP
-        if self.conv.in_channels == 1:
-            mc = sum(self.conv(v.unsqueeze(1)) for v in pooled)  # conv1d(GAP) + conv1d(GMP)
-        else:
-            mc = self.conv(torch.stack(pooled, dim=1))
+        """Mc(F), N×C×1×1: the 1-D conv across channels of GAP(F) and of GMP(F) (each N×1×C), summed."""
+        gap = x.mean((2, 3)).unsqueeze(1) if self.pool != "max" else None
+        gmp = x.amax((2, 3)).unsqueeze(1) if self.pool != "avg" else None
+        if gmp is None or gap is None:
+            mc = self.conv(gap if gmp is None else gmp)
+        elif self.shared_conv:
+            mc = self.conv(gap) + self.conv(gmp)
+        else:  # a conv for each: one conv over the two as input channels (its output is the sum of the two)
+            mc = self.conv(torch.cat((gap, gmp), dim=1))
         return mc.view(-1, self.channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
