@@ -1,4 +1,5 @@
-"""Cost profiler: torchvision's documented numbers, exact counts on a hand-checked model, bookkeeping."""
+"""Cost profiler: torchvision's documented numbers, closed-form counts of every attention module and of a
+hand-checked model, bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from lbam.complexity import ExtraFlopCounter, profile_model
+from lbam.attention import BAM, CBAM, ECA, LBAM, SE
+from lbam.complexity import count_flops, profile_model
 from lbam.models import build_backbone
 
 
@@ -79,11 +81,90 @@ def test_batch_norm_counts_more_in_training():
     bn, x = nn.BatchNorm2d(3), torch.randn(2, 3, 4, 4)
     counts = []
     for train in (False, True):
-        bn.train(train)
-        with torch.no_grad(), ExtraFlopCounter() as counter:
-            bn(x)
-        counts.append(counter.flops)
-    assert counts[0] == 2 * x.numel() and counts[1] >= 4 * x.numel()
+        with torch.no_grad():
+            counts.append(count_flops(bn.train(train), x))
+    # Training: + batch mean and variance; + 1 for num_batches_tracked += 1.
+    assert counts == [(0, 2 * x.numel()), (0, 4 * x.numel() + 1)]
+
+
+def test_addcmul_counts_two_per_element():
+    x = torch.randn(2, 3, 4, 4)
+    assert count_flops(torch.addcmul, x, x, x) == (0, 2 * x.numel())
+
+
+# ---- the attention modules, profiled as they train (eval mode), against closed forms ----
+# n images, C channels, P = H·W pixels, E = n·C·P full-size elements, h = C // r hidden width, k the 1-D kernel.
+N, C, H, W = 2, 32, 5, 6
+P, E, R = H * W, N * C * H * W, 16
+HID, K = C // R, 3  # ECA's k for C = 32
+
+
+class Probe(nn.Module):
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.attention_modules = module, [module]
+
+    def forward(self, x):
+        return self.module(x)
+
+
+def spatial_cost(n=N, c=C, p=P, h=HID):
+    """BAM's spatial branch: 1×1 C→h, two 3×3 h→h, 1×1 h→1 (MACs); 3 × (BN 2 + ReLU 1) per hidden element."""
+    return n * p * (c * h + 18 * h * h + h), 9 * n * p * h
+
+
+def closed_form(name, **kw):
+    """(MACs, FLOPs) of one eval forward, op by op as the papers' formulas compute them."""
+    n, c, p, e, h, k = N, C, P, E, HID, K
+    if name == "se":  # GAP E; FC, ReLU n·h, FC; sigmoid n·C; F ⊗ s E
+        macs, extra = 2 * n * c * h, e + n * h + n * c + e
+    elif name == "eca":  # GAP E; conv1d n·C·k; sigmoid n·C; F ⊗ w E
+        macs, extra = n * c * k, e + n * c + e
+    elif (
+        name == "cbam"
+    ):  # GAP, GMP; MLP twice; add, sigmoid; ⊗; mean and max over C; 7×7 conv, BN, sigmoid; ⊗
+        macs = 4 * n * c * h + 2 * 49 * n * p
+        extra = 2 * e + 2 * n * h + 2 * n * c + e + 2 * e + 2 * n * p + n * p + e
+    elif name == "bam":  # GAP; FC, BN1d, ReLU, FC; spatial branch; Mc+Ms, sigmoid, ⊗, + : 4 E
+        s_macs, s_extra = spatial_cost()
+        macs, extra = 2 * n * c * h + s_macs, e + 3 * n * h + s_extra + 4 * e
+        if kw.get("output_bn"):
+            extra += 2 * n * c + 2 * n * p
+    else:  # LBAM: GAP, GMP; conv1d twice, add; spatial branch; Mc+Ms, sigmoid, ⊗, + : 4 E
+        s_macs, s_extra = spatial_cost()
+        macs, extra = 2 * n * c * k + s_macs, 2 * e + n * c + s_extra + 4 * e
+        if kw.get("residual") is False:
+            extra -= e
+    return macs, 2 * macs + extra
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "kw"),
+    [
+        (SE(C), "se", {}),
+        (ECA(C), "eca", {}),
+        (CBAM(C), "cbam", {}),
+        (BAM(C), "bam", {}),
+        (BAM(C, combine="mul"), "bam", {}),
+        (BAM(C, output_bn=True), "bam", {"output_bn": True}),
+        (LBAM(C), "lbam", {}),
+        (LBAM(C, residual=False), "lbam", {"residual": False}),
+    ],
+    ids=["se", "eca", "cbam", "bam", "bam-mul", "bam-output_bn", "lbam", "lbam-residual=False"],
+)
+def test_attention_modules_match_closed_forms(module, name, kw):
+    cost = profile_model(Probe(module), (N, C, H, W))
+    macs, flops = closed_form(name, **kw)
+    assert (cost["macs"], cost["flops"]) == (macs, flops)
+    assert cost["params"] == cost["attention_params"] == sum(p.numel() for p in module.parameters())
+
+
+def test_full_size_gate_work_is_counted():
+    """The gate's full-size work counts: LBAM's FLOPs are above CBAM's (the old counter put them below)."""
+    lbam, cbam, bam = (profile_model(Probe(m), (N, C, H, W)) for m in (LBAM(C), CBAM(C), BAM(C)))
+    assert lbam["flops"] > cbam["flops"]
+    # LBAM pools once more than BAM (GMP): E more element-wise work, plus its 1-D conv outputs' sum.
+    assert (lbam["flops"] - 2 * lbam["macs"]) - (bam["flops"] - 2 * bam["macs"]) == E + N * C - 3 * N * HID
 
 
 @pytest.mark.parametrize(

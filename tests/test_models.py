@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import urllib.error
 from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.resnet import Bottleneck
 
@@ -223,3 +226,50 @@ def test_pretrained_weights_are_loaded_then_head_replaced(monkeypatch, probe):
     assert torch.all(model.conv1.weight == 0.5)
     assert torch.all(model.layer4[1].bn2[0].weight == 0.25)  # loaded before the attention was inserted
     assert model.fc.out_features == 7 and len(model.attention_modules) == 8
+
+
+@pytest.mark.slow
+def test_compiled_cnn4_with_lbam_trains_like_eager_and_keeps_its_state_dict():
+    """model.compile() (in place, as the runner does): same losses as eager over a few AdamW steps, the loss
+    falls, the state-dict keys stay unprefixed and load into an uncompiled model."""
+    torch.manual_seed(0)
+    model = build_backbone("cnn4", 3, attention="lbam", width_mult=0.25)
+    eager, keys = copy.deepcopy(model), list(model.state_dict())
+    model.compile()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8,))
+    optimizers = {id(m): torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (model, eager)}
+    losses = {id(model): [], id(eager): []}
+    for _ in range(4):
+        for m in (model, eager):
+            optimizers[id(m)].zero_grad()
+            loss = F.cross_entropy(m(x), y)
+            loss.backward()
+            optimizers[id(m)].step()
+            losses[id(m)].append(loss.item())
+    torch.testing.assert_close(losses[id(model)], losses[id(eager)], rtol=1e-3, atol=1e-4)
+    assert losses[id(model)][-1] < losses[id(model)][0]
+    assert list(model.state_dict()) == keys
+    fresh = build_backbone("cnn4", 3, attention="lbam", width_mult=0.25)
+    fresh.load_state_dict(model.state_dict())
+    # Train mode: in eval mode the compiled model would compile a second graph.
+    torch.testing.assert_close(fresh(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_cnn4_with_lbam_trains_in_bf16_autocast_and_channels_last():
+    torch.manual_seed(0)
+    model = build_backbone("cnn4", 3, attention="lbam", width_mult=0.25).to(memory_format=torch.channels_last)
+    model.compile()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 3, (8,))
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())

@@ -1,5 +1,28 @@
-"""Attention modules: SE, CBAM, BAM, ECA and LBAM, each N×C×H×W → N×C×H×W, built by name."""
+"""Attention modules: SE, CBAM, BAM, ECA and LBAM, each N×C×H×W → N×C×H×W, built by name.
 
+One plain PyTorch implementation per module (public ops only); ``torch.compile`` is the speed switch
+(``model.compile()`` compiles in place and keeps the state-dict keys unprefixed).
+
+BatchNorm: BAM, LBAM and CBAM use standard ``nn.BatchNorm1d/2d``. In train mode a BN needs more than one value
+per channel, so a batch of one raises PyTorch's ValueError in BAM's channel MLP (and at N=1 with a 1×1 map in
+the spatial branches); the training loader never yields a batch of one (it drops such a last batch). Eval mode
+takes any batch.
+
+Attention maps come from the forward that trains, through forward hooks on each module's submodules:
+``gate`` (``nn.Sigmoid``) outputs the map M applied to F (broadcastable to N×C×H×W: N×C×H×W for BAM and LBAM,
+N×C×1×1 for SE, ECA and channel-only LBAM, N×1×H×W for CBAM's last, spatial gate); ``spatial`` outputs the
+spatial branch's logits N×1×H×W (BAM, LBAM, CBAM); CBAM's ``channel_gate`` outputs its Mc. ``capture_maps``
+collects them::
+
+    with capture_maps(model.attention_modules[-1]) as maps:
+        model(images)
+    m, spatial_logits = maps["gate"], maps["spatial"]
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 from torch import nn
 
 from .bam import BAM
@@ -16,6 +39,7 @@ ATTENTIONS: dict[str, type[nn.Module] | None] = {
     "eca": ECA,
     "lbam": LBAM,
 }
+MAP_NAMES = ("gate", "spatial", "channel_gate")
 
 
 def build_attention(name: str, channels: int, **kwargs) -> nn.Module | None:
@@ -26,4 +50,24 @@ def build_attention(name: str, channels: int, **kwargs) -> nn.Module | None:
     return None if cls is None else cls(channels, **kwargs)
 
 
-__all__ = ["ATTENTIONS", "BAM", "CBAM", "ECA", "LBAM", "SE", "build_attention"]
+@contextmanager
+def capture_maps(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, each forward of ``module`` stores the detached outputs of its submodules named in
+    ``MAP_NAMES`` (those it has) in the yielded dict, by name; the hooks are removed on exit."""
+    children = {name: getattr(module, name) for name in MAP_NAMES if getattr(module, name, None) is not None}
+    if not children:
+        raise ValueError(f"{type(module).__name__} has none of the map submodules {', '.join(MAP_NAMES)}")
+    maps: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        return lambda _module, _inputs, output: maps.__setitem__(name, output.detach())
+
+    handles = [child.register_forward_hook(hook(name)) for name, child in children.items()]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+__all__ = ["ATTENTIONS", "BAM", "CBAM", "ECA", "LBAM", "SE", "build_attention", "capture_maps"]

@@ -13,8 +13,7 @@ in the official code (the paper's formula omits the BN): 2·C·h + h + C + 2·k�
 import torch
 from torch import nn
 
-from ._common import BatchNorm2d, check_input, check_odd_kernel, check_positive
-from ._fused import global_avg_max_pool
+from ._common import check_input, check_odd_kernel, check_positive
 
 
 class CBAM(nn.Module):
@@ -26,13 +25,13 @@ class CBAM(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
         )
-        self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False), BatchNorm2d(1))
+        self.channel_gate = nn.Sigmoid()
+        self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False), nn.BatchNorm2d(1))
+        self.gate = nn.Sigmoid()  # the spatial gate Ms, applied last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        n = x.shape[0]
-        # One MLP call over the stacked avg- and max-pooled vectors (2N×C).
-        pooled = self.mlp(torch.cat(global_avg_max_pool(x)))
-        x = x * torch.sigmoid(pooled[:n] + pooled[n:])[:, :, None, None]
-        desc = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1)
-        return x * torch.sigmoid(self.spatial(desc))
+        mc = self.channel_gate((self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[:, :, None, None])
+        x = x * mc
+        ms = self.gate(self.spatial(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1)))
+        return x * ms

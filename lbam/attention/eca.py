@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from ._common import check_input, check_odd_kernel, check_positive, eca_kernel_size
-from ._fused import global_avg_pool
 
 
 class ECA(nn.Module):
@@ -24,8 +23,9 @@ class ECA(nn.Module):
         check_positive("gamma", gamma)
         k = eca_kernel_size(channels, gamma, b) if kernel_size is None else check_odd_kernel(kernel_size)
         self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+        self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        w = torch.sigmoid(self.conv(global_avg_pool(x).unsqueeze(1)))  # N×1×C
-        return x * w.view(x.shape[0], self.channels, 1, 1)
+        y = self.conv(x.mean((2, 3)).unsqueeze(1))  # N×1×C: the channels are the conv's length axis
+        return x * self.gate(y.view(-1, self.channels, 1, 1))

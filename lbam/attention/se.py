@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from ._common import check_input, check_positive
-from ._fused import global_avg_pool
 
 
 class SE(nn.Module):
@@ -23,8 +22,9 @@ class SE(nn.Module):
         self.fc = nn.Sequential(
             nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
         )
+        self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        s = torch.sigmoid(self.fc(global_avg_pool(x)))
-        return x * s[:, :, None, None]
+        s = self.gate(self.fc(x.mean((2, 3)))[:, :, None, None])
+        return x * s
