@@ -153,7 +153,7 @@ def train(
                 status="ok",
                 epochs=len(module.history),
                 steps=int(trainer.global_step),
-                history=module.history,
+                history=thinned(module.history),
                 train_seconds=round(sum(h["seconds"] for h in module.history), 3),
                 images_per_second=ips,
                 compile_seconds=compile_s,
@@ -175,6 +175,15 @@ def train(
             mark_finished(run_dir, path)
             log.info("%s/%s: test balanced accuracy %.4f", cfg.experiment_name, name, row.test_balanced_acc)
         return row.to_dict()
+
+
+def thinned(history: list[dict], keep: int = 50) -> list[dict]:
+    """At most ``keep`` evenly spaced epochs, the last one included: a step budget on a 25-crop set runs hundreds
+    of one-batch epochs, and the row keeps the curve, not every point."""
+    if len(history) <= keep:
+        return history
+    step = len(history) / keep
+    return [history[min(len(history) - 1, round((i + 1) * step) - 1)] for i in range(keep)]
 
 
 def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifier, gpu: bool) -> Row:
