@@ -130,9 +130,9 @@ def closed_form(name, **kw):
         macs, extra = 2 * n * c * h + s_macs, e + 3 * n * h + s_extra + 4 * e
         if kw.get("output_bn"):
             extra += 2 * n * c + 2 * n * p
-    else:  # LBAM: GAP, GMP; conv1d twice, add; spatial branch; Mc+Ms, sigmoid, ⊗, + : 4 E
+    else:  # LBAM: GAP, GMP; GAP + GMP, conv1d (linear: one call); spatial branch; Mc+Ms, sigmoid, ⊗, + : 4 E
         s_macs, s_extra = spatial_cost()
-        macs, extra = 2 * n * c * k + s_macs, 2 * e + n * c + s_extra + 4 * e
+        macs, extra = n * c * k + s_macs, 2 * e + n * c + s_extra + 4 * e
         if kw.get("residual") is False:
             extra -= e
     return macs, 2 * macs + extra

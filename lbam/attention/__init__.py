@@ -1,18 +1,14 @@
 """Attention modules: SE, CBAM, BAM, ECA and LBAM, each N×C×H×W → N×C×H×W, built by name.
 
-One plain PyTorch implementation per module (public ops only); ``torch.compile`` is the speed switch
-(``model.compile()`` compiles in place and keeps the state-dict keys unprefixed).
+One plain PyTorch implementation per module, public ops only; ``torch.compile`` is the speed switch
+(``model.compile()`` compiles in place and keeps the state-dict keys). The BatchNorms are standard: in train
+mode a batch of one raises PyTorch's error in BAM's channel MLP (and at N=1 with a 1×1 map in the spatial
+branches); the training loader drops a last batch of one, and eval mode takes any batch.
 
-BatchNorm: BAM, LBAM and CBAM use standard ``nn.BatchNorm1d/2d``. In train mode a BN needs more than one value
-per channel, so a batch of one raises PyTorch's ValueError in BAM's channel MLP (and at N=1 with a 1×1 map in
-the spatial branches); the training loader never yields a batch of one (it drops such a last batch). Eval mode
-takes any batch.
-
-Attention maps come from the forward that trains, through forward hooks on each module's submodules:
-``gate`` (``nn.Sigmoid``) outputs the map M applied to F (broadcastable to N×C×H×W: N×C×H×W for BAM and LBAM,
-N×C×1×1 for SE, ECA and channel-only LBAM, N×1×H×W for CBAM's last, spatial gate); ``spatial`` outputs the
-spatial branch's logits N×1×H×W (BAM, LBAM, CBAM); CBAM's ``channel_gate`` outputs its Mc. ``capture_maps``
-collects them::
+Attention maps come from the forward that trains, through forward hooks on submodules: ``gate`` (an
+``nn.Sigmoid``) outputs the map M that multiplies F (N×C×H×W for BAM and LBAM, N×C×1×1 for SE, ECA and
+channel-only LBAM; CBAM's is its last, spatial gate, N×1×H×W, and ``channel_gate`` its Mc); ``spatial``
+outputs the spatial branch's logits, N×1×H×W. ``capture_maps`` collects them::
 
     with capture_maps(model.attention_modules[-1]) as maps:
         model(images)
@@ -31,14 +27,7 @@ from .eca import ECA
 from .lbam import LBAM
 from .se import SE
 
-ATTENTIONS: dict[str, type[nn.Module] | None] = {
-    "none": None,
-    "se": SE,
-    "cbam": CBAM,
-    "bam": BAM,
-    "eca": ECA,
-    "lbam": LBAM,
-}
+ATTENTIONS = {"none": None, "se": SE, "cbam": CBAM, "bam": BAM, "eca": ECA, "lbam": LBAM}
 MAP_NAMES = ("gate", "spatial", "channel_gate")
 
 

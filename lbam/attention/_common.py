@@ -26,9 +26,7 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 def check_odd_kernel(kernel_size: int) -> int:
     check_positive("kernel_size", kernel_size)
     if kernel_size % 2 == 0:
-        raise ValueError(
-            f"kernel_size must be odd (keeps the output aligned with the input), got {kernel_size}"
-        )
+        raise ValueError(f"kernel_size must be odd (to keep the output aligned), got {kernel_size}")
     return kernel_size
 
 

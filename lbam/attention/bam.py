@@ -9,9 +9,9 @@ J. Park, S. Woo, J.-Y. Lee, I. S. Kweon, "BAM: Bottleneck Attention Module", BMV
 h = max(1, C // r); defaults r = 16, d = 4. Which BAM this is, exactly:
 - the sum σ(Mc + Ms) is the paper's (eq. 1); ``combine="mul"`` is the official code's product σ(Mc ⊗ Ms);
 - the batch norms are the official code's (Jongchan/attention-module): after the MLP's hidden layer and after
-  every spatial conv but the last, all convs/linears with bias. The paper instead writes a BN on each branch's
-  output, Mc = BN(MLP(GAP(F))) and Ms = BN(f1×1(…)); ``output_bn=True`` adds those two (default False, so the
-  default is the code's placement). Hidden BNs stay either way.
+  every spatial conv but the last, all convs/linears with bias. The paper instead puts a BN on each branch's
+  output, Mc = BN(MLP(GAP(F))) and Ms = BN(f1×1(…)); ``output_bn=True`` adds those two (default False: the
+  code's placement). The hidden BNs stay either way.
 """
 
 import torch
@@ -19,58 +19,27 @@ from torch import nn
 
 from ._common import check_choice, check_input, check_positive
 
-COMBINES = ("add", "mul")
-
 
 def conv_bn_relu(cin: int, cout: int, k: int = 1, d: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(cin, cout, k, padding=d * (k - 1) // 2, dilation=d),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    ]
+    return [nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d), nn.BatchNorm2d(cout), nn.ReLU(True)]
 
 
-class SpatialBranch(nn.Sequential):
-    """BAM's spatial branch Ms, also LBAM's: N×C×H×W → N×1×H×W logits.
-
-        Ms(F) = f1×1(g(g(ReLU(BN(f1×1(F))))))      (C → h → 1), g = ReLU∘BN∘(3×3 conv, dilation d)
-
-    h = max(1, C // r). All convs have biases; BN after every conv but the last, as in BAM's official code.
-    ``output_bn=True`` appends the BAM paper's BN on the 1-channel output (``BAM(output_bn=True)``).
-    """
-
-    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, output_bn: bool = False):
-        hidden = max(1, channels // check_positive("reduction", reduction))
-        d = check_positive("dilation", dilation)
-        layers = [
-            *conv_bn_relu(channels, hidden),
-            *conv_bn_relu(hidden, hidden, 3, d),
-            *conv_bn_relu(hidden, hidden, 3, d),
-        ]
-        super().__init__(*layers, nn.Conv2d(hidden, 1, 1), *([nn.BatchNorm2d(1)] if output_bn else []))
+def spatial_branch(channels: int, reduction: int, dilation: int, output_bn: bool = False) -> nn.Sequential:
+    """Ms, BAM's spatial branch (also LBAM's): N×C×H×W → N×1×H×W logits, [+ the paper's output BN]."""
+    h, d = max(1, channels // check_positive("reduction", reduction)), check_positive("dilation", dilation)
+    layers = [*conv_bn_relu(channels, h), *conv_bn_relu(h, h, 3, d), *conv_bn_relu(h, h, 3, d)]
+    return nn.Sequential(*layers, nn.Conv2d(h, 1, 1), *([nn.BatchNorm2d(1)] if output_bn else []))
 
 
 class BAM(nn.Module):
-    def __init__(
-        self,
-        channels: int,
-        reduction: int = 16,
-        dilation: int = 4,
-        combine: str = "add",
-        output_bn: bool = False,
-    ):
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, combine="add", output_bn=False):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        self.combine = check_choice("combine", combine, COMBINES)
-        hidden = max(1, channels // check_positive("reduction", reduction))
-        mlp = [
-            nn.Linear(channels, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels),
-        ]
+        self.combine = check_choice("combine", combine, ("add", "mul"))
+        h = max(1, channels // check_positive("reduction", reduction))
+        mlp = [nn.Linear(channels, h), nn.BatchNorm1d(h), nn.ReLU(True), nn.Linear(h, channels)]
         self.channel_mlp = nn.Sequential(*mlp, *([nn.BatchNorm1d(channels)] if output_bn else []))
-        self.spatial = SpatialBranch(channels, reduction, dilation, output_bn)
+        self.spatial = spatial_branch(channels, reduction, dilation, output_bn)
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

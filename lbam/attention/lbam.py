@@ -1,27 +1,21 @@
 """Lightweight Bottleneck Attention Module (LBAM), as the abstract of patent CN114118415A states.
 
     Mc(F) = conv1d_k(GAP(F)) + conv1d_k(GMP(F))            (C×1×1; cross-channel 1-D conv, no bias)
-    Ms(F) = BAM's spatial branch                          (1×H×W; see ``SpatialBranch``)
+    Ms(F) = BAM's spatial branch                          (1×H×W; see ``bam.spatial_branch``)
     M(F)  = σ(Mc(F) + Ms(F))  (broadcast to C×H×W),   F' = F + F ⊗ M(F)   (residual=True)  or  F ⊗ M(F)
 
-It replaces BAM's channel MLP (≈2C²/r parameters) by ECA-style 1-D convolutions (k parameters).
-Options (defaults):
-- ``kernel_size`` (None): odd k of the 1-D conv; None = ECA's adaptive k = |log2(C)/2 + 1/2|_odd.
-- ``reduction`` (16), ``dilation`` (4): of the spatial branch, as BAM.
-- ``shared_conv`` (True): one conv for both pooled vectors (k parameters); False: one per pooling (2k).
-- ``residual`` (True): F + F⊗M as BAM; False: F⊗M.
-- ``branches`` ("both"): "channel" or "spatial" drops the other branch (ablation).
-- ``pool`` ("avgmax"): pooled vectors of the channel branch, "avg" (GAP only) or "max" (GMP only).
+It replaces BAM's channel MLP (≈2C²/r parameters) by ECA-style 1-D convolutions (k parameters). Options:
+``kernel_size`` (None: ECA's adaptive k = |log2(C)/2 + 1/2|_odd); ``reduction`` (16) and ``dilation`` (4) of the
+spatial branch, as BAM; ``shared_conv`` (True: one conv for GAP and GMP, k parameters; False: one each, 2k);
+``residual`` (True: F + F⊗M as BAM; False: F⊗M); ``branches`` ("both"; "channel" or "spatial" keeps one, for
+ablations); ``pool`` ("avgmax"; "avg" or "max" keeps one pooled vector).
 """
 
 import torch
 from torch import nn
 
 from ._common import check_choice, check_input, check_odd_kernel, check_positive, eca_kernel_size
-from .bam import SpatialBranch
-
-BRANCHES = ("both", "channel", "spatial")
-POOLS = ("avgmax", "avg", "max")
+from .bam import spatial_branch
 
 
 class LBAM(nn.Module):
@@ -40,28 +34,25 @@ class LBAM(nn.Module):
         self.channels = check_positive("channels", channels)
         check_positive("reduction", reduction)
         check_positive("dilation", dilation)
-        self.branches = check_choice("branches", branches, BRANCHES)
-        self.pool = check_choice("pool", pool, POOLS)
-        self.residual = bool(residual)
-        self.shared_conv = bool(shared_conv)
+        self.branches = check_choice("branches", branches, ("both", "channel", "spatial"))
+        self.pool = check_choice("pool", pool, ("avgmax", "avg", "max"))
+        self.residual, self.shared_conv = bool(residual), bool(shared_conv)
         k = eca_kernel_size(channels) if kernel_size is None else check_odd_kernel(kernel_size)
-        self.conv = None
-        if branches != "spatial":
-            # Separate convs for GAP and GMP are one conv with two input channels: one weight, 1×2×k.
-            n_in = 2 if pool == "avgmax" and not shared_conv else 1
-            self.conv = nn.Conv1d(n_in, 1, k, padding=(k - 1) // 2, bias=False)
-        self.spatial = SpatialBranch(channels, reduction, dilation) if branches != "channel" else None
+        # Separate convs for GAP and GMP are one conv over the two as input channels: one weight, 1×2×k.
+        n_in = 2 if pool == "avgmax" and not shared_conv else 1
+        self.conv = nn.Conv1d(n_in, 1, k, padding=k // 2, bias=False) if branches != "spatial" else None
+        self.spatial = spatial_branch(channels, reduction, dilation) if branches != "channel" else None
         self.gate = nn.Sigmoid()
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Mc(F), N×C×1×1: the 1-D conv across channels of GAP(F) and of GMP(F) (each N×1×C), summed."""
         gap = x.mean((2, 3)).unsqueeze(1) if self.pool != "max" else None
         gmp = x.amax((2, 3)).unsqueeze(1) if self.pool != "avg" else None
-        if gmp is None or gap is None:
+        if gap is None or gmp is None:
             mc = self.conv(gap if gmp is None else gmp)
-        elif self.shared_conv:
-            mc = self.conv(gap) + self.conv(gmp)
-        else:  # a conv for each: one conv over the two as input channels (its output is the sum of the two)
+        elif self.shared_conv:  # conv1d(GAP) + conv1d(GMP), as one call: the conv is linear, without bias
+            mc = self.conv(gap + gmp)
+        else:
             mc = self.conv(torch.cat((gap, gmp), dim=1))
         return mc.view(-1, self.channels, 1, 1)
 

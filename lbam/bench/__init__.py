@@ -1,23 +1,22 @@
-"""Benchmarks: attention module cost, backbone cost and training-pipeline efficiency → results/bench/.
+"""Benchmarks: attention module cost and the cnn4 training step, eager and compiled → results/bench/.
 
-    python -m lbam.bench [--quick] [--out results/bench] [--parts module,pipeline,backbone] [--device cpu]
+    python -m lbam.bench [--quick] [--out results/bench] [--parts modules,step] [--against OLD_CHECKOUT]
 
-Writes ``modules.csv`` (+ ``modules.png``), ``pipeline.csv`` and ``backbones.csv``; every row states the
-machine, threads, GPU, torch version, date, 1-minute load average and git commit it was measured with,
-and whether the C++ pooling kernel was on (``cpp_kernel``: on, off, unavailable, or n/a off the CPU).
-``--quick`` runs a tiny configuration (seconds; for tests), never a substitute for the real numbers.
+Writes ``modules.csv`` (``lbam.bench.modules``), ``step.csv`` (``lbam.bench.step``), with ``--against`` also
+``against.csv`` (``lbam.bench.against``), then ``README.md`` from every CSV in the folder. Every row states the
+machine, threads, torch version, date, commit and the 1-minute load average it was measured at.
+``--quick`` runs a tiny configuration (seconds once compiled; for tests), never a substitute for the real numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
 
-from lbam.bench.common import write_csv
-
-PARTS = ("module", "pipeline", "backbone")
+PARTS = ("modules", "step")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,11 +26,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference machine has 2)")
+    p.add_argument("--against", type=Path, help="an older checkout to time cnn4+LBAM's training step against")
+    p.add_argument("--against-rounds", type=int, default=3, help="alternations of the --against processes")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         p.error(f"unknown part(s) {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+    if args.against is not None and not (args.against / "lbam" / "models").is_dir():
+        p.error(f"--against {args.against}: not a checkout of this project (no lbam/models there)")
     return args
 
 
@@ -39,24 +42,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    written = []
-    if "module" in args.parts:
-        from lbam.bench import modules
-
-        rows = modules.bench_modules(modules.QUICK if args.quick else modules.ModuleConfig(), device)
-        written.append(write_csv(args.out / "modules.csv", rows))
-        modules.plot_modules(rows, args.out / "modules.png")
-        written.append(args.out / "modules.png")
-    if "pipeline" in args.parts:
-        from lbam.bench import pipeline
-
-        rows = pipeline.bench_pipeline(pipeline.QUICK if args.quick else pipeline.PipelineConfig(), device)
-        written.append(write_csv(args.out / "pipeline.csv", rows))
-    if "backbone" in args.parts:
-        from lbam.bench import backbones
-
-        cfg = backbones.QUICK if args.quick else backbones.BackboneConfig()
-        written.append(write_csv(args.out / "backbones.csv", backbones.bench_backbones(cfg, device)))
+    written = run(args, device)
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def run(args: argparse.Namespace, device: torch.device) -> list[Path]:
+    from lbam.bench.common import machine_info, write_csv
+    from lbam.bench.readme import write_readme
+
+    info = machine_info(device)
+    written = []
+    if "modules" in args.parts:
+        from lbam.bench import modules
+
+        cfg = modules.QUICK if args.quick else modules.ModuleConfig()
+        written.append(write_csv(args.out / "modules.csv", modules.bench_modules(cfg, device, info)))
+    if "step" in args.parts:
+        from lbam.bench import step
+
+        cfg = step.QUICK if args.quick else step.StepConfig()
+        with contextlib.nullcontext() if args.quick else step.cold_compile():
+            rows = step.bench_step(cfg, device, info)
+        written.append(write_csv(args.out / "step.csv", rows))
+    if args.against is not None:
+        from lbam.bench.against import bench_against
+
+        sizes, steps = (("tiny",), 2) if args.quick else (("quick", "full"), 20)
+        rows = bench_against(args.against, sizes, args.against_rounds, steps, args.threads, info)
+        written.append(write_csv(args.out / "against.csv", rows))
+    written.append(write_readme(args.out))
+    return written

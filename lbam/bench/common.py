@@ -1,97 +1,74 @@
-"""Shared pieces of the benchmarks: machine description, interleaved timing, saved-tensor memory, CSV output."""
+"""Shared pieces of the benchmarks: where it ran, interleaved timing, paired ratios, saved-tensor memory, CSV."""
 
 from __future__ import annotations
 
 import csv
 import datetime
+import io
 import math
 import os
 import random
 import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch.utils import benchmark
 
-from lbam.attention import _ext
+from lbam.io import atomic_write
 from lbam.results import cpu_model, git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
-    """Columns that every CSV row carries: where and with what it was measured."""
+    """Columns that every CSV row carries: where, when and with what it was measured."""
     return {
         "machine": f"{cpu_model()} ({os.cpu_count()} cores)",
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "none",
-        "device": device.type,
         "torch_version": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
         "commit": git_commit(REPO_ROOT),
-        "cpp_kernel": cpp_kernel_state(device),
     }
 
 
-def cpp_kernel_state(device: torch.device) -> str:
-    """Whether LBAM's (and CBAM's) CPU pooling runs the C++ kernel; builds it now, before anything is timed."""
-    if device.type != "cpu":
-        return "n/a"
-    if _ext.disabled():
-        return "off"
-    return "on" if _ext.cpu_ops() is not None else "unavailable"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def load_avg() -> float:
+    """1-minute load average: the machine is shared, so every row states how busy it was."""
+    return round(os.getloadavg()[0], 2)
 
 
 def interleaved_times(
-    fns: Mapping[str, Callable[[], object]],
-    device: torch.device,
-    warmup: int,
-    repeats: int,
-    seed: int = 0,
+    fns: Mapping[str, Callable[[], object]], rounds: int, min_s: float = 0.02, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Wall times in seconds of each callable per round, measured round-robin in the same process.
+    """Seconds per call of each callable, one figure per round, by ``torch.utils.benchmark.Timer``.
 
-    Each round runs every callable once, in a freshly shuffled order, so slow drifts of the machine
-    (load, frequency, allocator state) spread evenly over all candidates instead of biasing one; the i-th
-    times of two candidates come from the same round (see ``paired_ratio``).
+    Every round times every candidate once, in a freshly shuffled order, so slow drifts of a shared machine
+    (load, frequency, allocator state) spread over all candidates; the i-th times of two candidates come from
+    the same round (see ``paired_ratio``). A figure averages enough calls to last ``min_s`` (from one warm call),
+    after ``Timer.timeit``'s own warm-up calls, which also re-warm the caches after the previous candidate.
     """
-    rng = random.Random(seed)
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    synchronize(device)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(repeats):
-        rng.shuffle(names)
-        for name in names:
-            t0 = time.perf_counter()
-            fns[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - t0)
+    threads = torch.get_num_threads()  # Timer's default is 1 thread
+    timers = {n: benchmark.Timer("fn()", globals={"fn": fn}, num_threads=threads) for n, fn in fns.items()}
+    number = {name: max(1, math.ceil(min_s / t.timeit(1).mean)) for name, t in timers.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    order, rng = list(fns), random.Random(seed)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            times[name].append(timers[name].timeit(number[name]).mean)
     return times
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of a[i] / b[i]: a ratio estimate that cancels drifts shared by one round."""
-    return statistics.median(x / y for x, y in zip(a, b))
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def paired_ratio_ci(a: list[float], b: list[float], z: float = 1.96) -> tuple[float, float]:
-    """Distribution-free ~95 % confidence interval of that median: order statistics of the per-round ratios.
-
-    Ranks (n ∓ z√n)/2 of the sorted ratios (normal approximation of the binomial; no assumption on the shape
-    of the timing noise). With 41 rounds these are the 14th and 28th ratios.
-    """
-    r = sorted(x / y for x, y in zip(a, b))
+    """Distribution-free ~95 % confidence interval of that median: order statistics of the per-round ratios,
+    ranks (n ∓ z√n)/2 (normal approximation of the binomial; no assumption on the timing noise)."""
+    r = sorted(x / y for x, y in zip(a, b, strict=True))
     n = len(r)
     lo = max(1, math.floor((n - z * math.sqrt(n)) / 2))
     hi = min(n, math.ceil(1 + (n + z * math.sqrt(n)) / 2))
@@ -99,11 +76,11 @@ def paired_ratio_ci(a: list[float], b: list[float], z: float = 1.96) -> tuple[fl
 
 
 def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
-    """Bytes of the unique tensor storages that autograd saves for backward while ``fn()`` runs.
+    """Bytes of the unique storages autograd saves for backward while ``fn()`` runs (eager or compiled).
 
-    This is the activation memory a layer holds from its forward until its backward (what grows with
-    depth and batch). Storages of ``exclude`` (the layer's input and parameters, which exist anyway)
-    are not counted; views of one storage are counted once.
+    This is the activation memory a layer holds from its forward until its backward (what grows with depth and
+    batch). Storages of ``exclude`` (input, parameters: they exist anyway) are not counted; views of one
+    storage count once.
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, int] = {}
@@ -115,26 +92,14 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor]
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    del out
+        fn()
     return sum(seen.values())
 
 
-def zero_grads(module: nn.Module | None, *tensors: torch.Tensor) -> None:
-    if module is not None:
-        module.zero_grad(set_to_none=True)
-    for t in tensors:
-        t.grad = None
-
-
 def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
-    """Write rows (dicts with the same keys) to ``path``, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        # Four significant digits: the timing noise is larger than that anyway.
-        writer.writerows(
-            {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows
-        )
-    return path
+    """Write rows (dicts with the same keys) to ``path`` atomically; floats to 4 significant digits."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    return atomic_write(path, text.getvalue())
