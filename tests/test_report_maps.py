@@ -132,7 +132,7 @@ def test_a_crafted_checkpoint_is_never_unpickled(tmp_path, fmt):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("target", ["os.system", "lbam.report.cli.main", "lbam.dataevil.X", "lbam.data.nope"])
+@pytest.mark.parametrize("target", ["os.system", "lbam.report.main", "lbam.dataevil.X", "lbam.data.nope"])
 def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
     """The row's _target_ is imported only from lbam.data, and only a LightningDataModule class is built."""
     put(tmp_path, "lbam", None, {"_target_": target, "command": "touch pwned"})
