@@ -1,9 +1,6 @@
-"""Figures per group: results/figures/<experiment>[_<group>]_<kind>.png.
-
-- learning_curve (experiments that name ``analysis.curve``): test balanced accuracy vs training-set size
-  (log x), mean ± sample std over seeds, one line per setting, LBAM highlighted, attention params in legend;
-- acc_vs_params (the others): balanced accuracy vs attention parameters, marker area ∝ FLOPs.
-"""
+"""Figures per group, results/figures/<experiment>[_<group>]_<kind>.png: learning_curve (experiments with
+``analysis.curve``: balanced accuracy vs training-set size, one line per setting, LBAM highlighted) or
+acc_vs_params (the others: balanced accuracy vs attention parameters, marker area ∝ FLOPs)."""
 
 from __future__ import annotations
 
@@ -44,12 +41,10 @@ def plot_learning_curve(g: pd.DataFrame, res: Results, ax) -> None:
         st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std"]).sort_index().fillna({"std": 0.0})
         x, m, s = st.index.to_numpy(), 100 * st["mean"].to_numpy(), 100 * st["std"].to_numpy()
         label = f"{label}: {int(rows['attention_params'].iloc[0]):,} attn params"
-        if rows["attention"].iloc[0] == "lbam":  # highlighted: thick, on top
-            ax.plot(x, m, marker="o", lw=2.8, color=color, zorder=3, label=label)
-            ax.fill_between(x, m - s, m + s, color=color, alpha=0.2, lw=0)
-        else:
-            ax.plot(x, m, marker="o", lw=1.2, alpha=0.7, color=color, label=label)
-            ax.fill_between(x, m - s, m + s, color=color, alpha=0.06, lw=0)
+        lbam = rows["attention"].iloc[0] == "lbam"  # highlighted: thick, on top
+        style = {"lw": 2.8, "zorder": 3} if lbam else {"lw": 1.2, "alpha": 0.7}
+        ax.plot(x, m, marker="o", color=color, label=label, **style)
+        ax.fill_between(x, m - s, m + s, color=color, alpha=0.2 if lbam else 0.06, lw=0)
     ax.set_xscale("log")
     sizes = sorted(set(g["x"].dropna()))
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
@@ -78,7 +73,6 @@ def plot_acc_vs_params(g: pd.DataFrame, res: Results, ax) -> None:
 
 
 def write_figures(res: Results, results_dir: str | Path) -> list[Path]:
-    """Draw every figure the rows allow under results_dir/figures; returns the paths."""
     paths = []
     for _, _, g, kind, path in figure_paths(res, Path(results_dir) / "figures"):
         fig, ax = plt.subplots(figsize=(8, 5))
