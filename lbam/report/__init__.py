@@ -19,9 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lbam.report", description=__doc__)
     p.add_argument("command", nargs="?", choices=COMMANDS, help="one output only (default: all)")
     p.add_argument("--results-dir", default="results", help="folder with runs/ (default: results)")
-    p.add_argument(
-        "--experiments-dir", default="experiments", help="where checkpoints lie (default: experiments)"
-    )
+    p.add_argument("--experiments-dir", default="experiments", help="checkpoints (default: experiments)")
     p.add_argument("--readme", default="README.md", help="README with the results block (default: README.md)")
     p.add_argument("--check", action="store_true", help="readme: only compare; exit 1 with a diff when stale")
     p.add_argument("--experiment", help="attention-maps: the experiment (required)")
@@ -40,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
     if cmd in (None, "tables"):
         from lbam.report.tables import write_tables
 
-        print(*write_tables(res, args.results_dir), sep="\n")
+        print(*write_tables(res), sep="\n")
     if cmd in (None, "figures"):
         from lbam.report.figures import write_figures
 
-        print(*write_figures(res, args.results_dir), sep="\n")
+        print(*write_figures(res), sep="\n")
     if cmd in (None, "attention-maps"):
         from lbam.report.maps import attention_maps
 

@@ -16,14 +16,14 @@ import pandas as pd
 from lbam.report.rows import Results, analysis, groups, title, without
 
 
-def figure_paths(res: Results, figures_dir: Path) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
+def figure_paths(res: Results) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
     """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of their names."""
     out = []
     for experiment, slug, g in groups(res.frame):
         kind = "learning_curve" if analysis(g, res.runs)["curve"] else "acc_vs_params"
         name = "_".join(filter(None, (experiment, slug, kind)))
         if (g["status"] == "ok").any():
-            out.append((experiment, slug, g, kind, figures_dir / f"{name}.png"))
+            out.append((experiment, slug, g, kind, res.root / "figures" / f"{name}.png"))
     return out
 
 
@@ -72,9 +72,9 @@ def plot_acc_vs_params(g: pd.DataFrame, res: Results, ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def write_figures(res: Results, results_dir: str | Path) -> list[Path]:
+def write_figures(res: Results) -> list[Path]:
     paths = []
-    for _, _, g, kind, path in figure_paths(res, Path(results_dir) / "figures"):
+    for _, _, g, kind, path in figure_paths(res):
         fig, ax = plt.subplots(figsize=(8, 5))
         (plot_learning_curve if kind == "learning_curve" else plot_acc_vs_params)(g, res, ax)
         fig.suptitle(f"{kind.replace('_', ' ')}\n{title(g)}", fontsize=10)

@@ -84,7 +84,7 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
     ]
     if res.skipped:
         parts.append(skipped_note(res))
-    figures = figure_paths(res, res.root / "figures")
+    figures = figure_paths(res)
     for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
         links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
         for e, sl, _, kind, path in figures:

@@ -140,7 +140,7 @@ def latex(df: pd.DataFrame, caption: str) -> str:
     return tex
 
 
-def write_tables(res: Results, results_dir: str | Path) -> list[Path]:
+def write_tables(res: Results) -> list[Path]:
     written = []
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
         done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
@@ -151,5 +151,5 @@ def write_tables(res: Results, results_dir: str | Path) -> list[Path]:
         if any(len(p) for *_, p in done):
             files["_pairs.csv"] = pd.concat(p for *_, p in done).to_csv(index=False, float_format="%.6g")
         for suffix, data in files.items():
-            written.append(atomic_write(Path(results_dir) / "tables" / f"{experiment}{suffix}", data))
+            written.append(atomic_write(res.root / "tables" / f"{experiment}{suffix}", data))
     return written
