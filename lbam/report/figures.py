@@ -15,6 +15,8 @@ import pandas as pd
 
 from lbam.report.rows import Results, analysis, groups, title, without
 
+COLORS = plt.get_cmap("tab10").colors * 3
+
 
 def figure_paths(res: Results) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
     """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of their names."""
@@ -36,8 +38,7 @@ def lines(g: pd.DataFrame, curve: str | None = None):
 
 
 def plot_learning_curve(g: pd.DataFrame, res: Results, ax) -> None:
-    found = list(lines(g, analysis(g, res.runs)["curve"]))
-    for (label, rows), color in zip(found, plt.get_cmap("tab10").colors * 3):
+    for (label, rows), color in zip(lines(g, analysis(g, res.runs)["curve"]), COLORS):
         st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std"]).sort_index().fillna({"std": 0.0})
         x, m, s = st.index.to_numpy(), 100 * st["mean"].to_numpy(), 100 * st["std"].to_numpy()
         label = f"{label}: {int(rows['attention_params'].iloc[0]):,} attn params"
@@ -50,26 +51,22 @@ def plot_learning_curve(g: pd.DataFrame, res: Results, ax) -> None:
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
     ax.minorticks_off()
     ax.set_xlabel("training-set size (samples, log scale)")
-    ax.set_ylabel("test balanced accuracy (%), mean ± std over seeds")
     ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
 
 
 def plot_acc_vs_params(g: pd.DataFrame, res: Results, ax) -> None:
     found = list(lines(g))
     top = max(float(rows["flops"].iloc[0]) for _, rows in found) or 1.0
-    for (label, rows), color in zip(found, plt.get_cmap("tab10").colors * 3):
+    for (label, rows), color in zip(found, COLORS):
         m, s = 100 * rows["test_balanced_acc"].mean(), 100 * rows["test_balanced_acc"].std()
         x, flops = int(rows["attention_params"].iloc[0]), float(rows["flops"].iloc[0])
         ax.errorbar(x, m, yerr=0 if math.isnan(s) else s, fmt="none", ecolor=color, capsize=3)
         label = f"{label} (n={len(rows)}, {flops / 1e6:,.1f} MFLOPs)"
         ax.scatter(x, m, s=40 + 360 * flops / top, color=color, alpha=0.8, edgecolors="black", label=label)
     ax.set_xlabel("attention parameters")
-    ax.set_ylabel("test balanced accuracy (%), mean ± std over seeds")
     ax.legend(
         fontsize=7, title="marker area ∝ FLOPs", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1)
     )
-    ax.grid(alpha=0.3)
 
 
 def write_figures(res: Results) -> list[Path]:
@@ -77,6 +74,8 @@ def write_figures(res: Results) -> list[Path]:
     for _, _, g, kind, path in figure_paths(res):
         fig, ax = plt.subplots(figsize=(8, 5))
         (plot_learning_curve if kind == "learning_curve" else plot_acc_vs_params)(g, res, ax)
+        ax.set_ylabel("test balanced accuracy (%), mean ± std over seeds")
+        ax.grid(alpha=0.3)
         fig.suptitle(f"{kind.replace('_', ' ')}\n{title(g)}", fontsize=10)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -88,20 +88,16 @@ def tests_caption(p: pd.DataFrame) -> str:
         "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced "
         "accuracy (pp). *differ*: two-sided paired t-test over the seeds (scipy.stats), Holm-corrected "
         f"over the baselines, p < {alpha:g}; *equivalent*: the {100 * (1 - 2 * alpha):g} % CI of Δ inside "
-        f"±{margin:g} pp (TOST); "
-        f"*non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; not adjusted for "
-        f"multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
+        f"±{margin:g} pp (TOST); *non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; "
+        f"not adjusted for multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
     )
 
 
 def heading(shown: str, x: float, whole: bool) -> str:
     if math.isnan(x):
         return f"overrides: {shown}" if shown else ""
-    return (
-        f"train-set size {x:g}"
-        + (" (whole training split)" if whole else "")
-        + (f" ({shown})" if shown else "")
-    )
+    split = " (whole training split)" if whole else ""
+    return f"train-set size {x:g}{split}" + (f" ({shown})" if shown else "")
 
 
 def group_markdown(g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame) -> str:
