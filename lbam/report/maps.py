@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lbam.attention import capture_maps
+from lbam.models import build_backbone
 from lbam.report.rows import GROUP, ReportError, Results, Run
 
 MAP_NAMES = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C"}
@@ -37,8 +39,6 @@ def checkpoint_path(run: Run, experiments_dir: str | Path) -> Path | None:
 
 
 def load_model(run: Run, path: Path) -> torch.nn.Module:
-    from lbam.models import build_backbone
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])
@@ -85,8 +85,6 @@ def build_datamodule(run: Run):
 def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The predictions and, from the same forward (``lbam.attention.capture_maps``), the map M of ``module``
     (its ``gate``) averaged over channels and σ(spatial logits) of its spatial branch, N×H×W at image size."""
-    from lbam.attention import capture_maps
-
     with capture_maps(module) as found:
         logits = model(images)
     maps = {"full": found["gate"].mean(1, keepdim=True)}
