@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lbam.report", description=__doc__)
     p.add_argument("command", nargs="?", choices=COMMANDS, help="one output only (default: all)")
     p.add_argument("--results-dir", default="results", help="folder with runs/ (default: results)")
-    p.add_argument("--experiments-dir", default="experiments", help="checkpoints (default: experiments)")
+    p.add_argument("--experiments-dir", default="experiments", help="with checkpoints (default: experiments)")
     p.add_argument("--readme", default="README.md", help="README with the results block (default: README.md)")
     p.add_argument("--check", action="store_true", help="readme: only compare; exit 1 with a diff when stale")
     p.add_argument("--experiment", help="attention-maps: the experiment (required)")
