@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -30,7 +31,7 @@ def holm(p: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values: the i-th smallest of m (i = 0, 1, …) becomes
     max over j ≤ i of min(1, (m − j)·p_(j))."""
     s = pd.Series(p, dtype=float).sort_values(kind="stable")
-    return (s * range(len(s), 0, -1)).clip(upper=1.0).cummax().sort_index().tolist()
+    return (s * np.arange(len(s), 0, -1)).clip(upper=1.0).cummax().sort_index().tolist()
 
 
 def paired_t(d: list[float], alpha: float = 0.05) -> dict[str, float]:
