@@ -208,6 +208,7 @@ def test_holm_against_hand_computed_values():
     # sorted 0.01, 0.03, 0.04, 0.2 -> 4·0.01, 3·0.03, max(0.09, 2·0.04), max(0.09, 0.2)
     assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert holm([0.02, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04]) and holm([]) == []
 
 
 def test_paired_t_and_bounds_against_the_formula():
@@ -218,10 +219,19 @@ def test_paired_t_and_bounds_against_the_formula():
     t = mean / se
     q = sst.t.ppf(0.95, n - 1)
     r = paired_t(d, alpha=0.05)
-    assert r.mean == pytest.approx(mean)
-    assert r.p == pytest.approx(2 * sst.t.sf(abs(t), n - 1))
-    assert r.p == pytest.approx(sst.ttest_rel([x + 0.5 for x in d], [0.5] * n).pvalue)
-    assert (r.low, r.high) == pytest.approx((mean - q * se, mean + q * se))
+    assert r["n"] == n and r["mean"] == pytest.approx(mean)
+    assert r["std"] == pytest.approx(statistics.stdev(d))
+    assert r["p"] == pytest.approx(2 * sst.t.sf(abs(t), n - 1))
+    assert r["p"] == pytest.approx(sst.ttest_rel([x + 0.5 for x in d], [0.5] * n).pvalue)
+    assert (r["low"], r["high"]) == pytest.approx((mean - q * se, mean + q * se))
+
+
+def test_paired_t_below_three_seeds_gives_the_mean_only():
+    r = paired_t([0.01, 0.03])
+    assert r["n"] == 2 and r["mean"] == pytest.approx(0.02)
+    assert all(math.isnan(r[k]) for k in ("std", "p", "p_holm", "low", "high"))
+    same = paired_t([0.25] * 4)  # no spread: t is infinite and the bounds are the mean itself
+    assert (same["std"], same["p"], same["low"], same["high"]) == (0.0, 0.0, 0.25, 0.25)
 
 
 @pytest.mark.parametrize(

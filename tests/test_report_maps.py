@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-import lbam.attention
 from lbam.models import build_backbone
 from lbam.report import main, maps
 from lbam.report.rows import ReportError, load_results
@@ -44,12 +43,6 @@ def save_checkpoint(path: Path, attention: str) -> None:
     )
 
 
-# Maps come from the attention package's capture_maps (the `gate` and `spatial` submodules' outputs).
-needs_capture_maps = pytest.mark.skipif(
-    not hasattr(lbam.attention, "capture_maps"), reason="lbam.attention.capture_maps not merged yet"
-)
-
-
 class Gate(nn.Module):
     """F' = F + F ⊗ M with M = gate(spatial(F) + GAP(F)), named as the attention modules name them."""
 
@@ -73,7 +66,6 @@ class Net(nn.Module):
         return self.gate(torch.relu(self.stem(x))).mean((2, 3))[:, :3]
 
 
-@needs_capture_maps
 def test_capture_gives_the_modules_own_maps_at_image_size():
     torch.manual_seed(0)
     net, images = Net().eval(), torch.randn(2, 3, 8, 8)
@@ -132,7 +124,7 @@ def test_a_crafted_checkpoint_is_never_unpickled(tmp_path, fmt):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("target", ["os.system", "lbam.report.cli.main", "lbam.dataevil.X", "lbam.data.nope"])
+@pytest.mark.parametrize("target", ["os.system", "lbam.report.main", "lbam.dataevil.X", "lbam.data.nope"])
 def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
     """The row's _target_ is imported only from lbam.data, and only a LightningDataModule class is built."""
     put(tmp_path, "lbam", None, {"_target_": target, "command": "touch pwned"})
@@ -141,7 +133,6 @@ def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
         maps.build_datamodule(run)
 
 
-@needs_capture_maps
 def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, capsys):
     exp = tmp_path / "experiments"
     for att in ("lbam", "bam"):

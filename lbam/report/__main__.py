@@ -1,5 +1,3 @@
-import sys
+from lbam.report import main
 
-from lbam.report.cli import main
-
-sys.exit(main())
+raise SystemExit(main())

@@ -1,13 +1,13 @@
 """Attention maps of trained LBAM and BAM checkpoints on test images (`python -m lbam.report attention-maps`).
 
-A results folder may come from someone else, and its rows name a checkpoint and a datamodule. So a checkpoint
-is loaded only from inside the experiments folder and only with ``torch.load(weights_only=True)`` (tensors and
-plain containers, never arbitrary objects), and the datamodule must be a LightningDataModule class of
-``lbam.data``. A run whose checkpoint is not here (a fresh clone) is skipped with one line.
-"""
+A results folder may come from someone else, and its rows name a checkpoint and a datamodule: so a checkpoint
+is loaded only from inside the experiments folder with ``torch.load(weights_only=True)`` (never arbitrary
+objects), and the datamodule must be a LightningDataModule class of ``lbam.data``. A run whose checkpoint is
+not here (a fresh clone) is skipped with one line."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import os
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lbam.attention import capture_maps
+from lbam.models import build_backbone
 from lbam.report.rows import GROUP, ReportError, Results, Run
 
 MAP_NAMES = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C"}
@@ -28,28 +30,20 @@ MAP_NAMES = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C
 
 def checkpoint_path(run: Run, experiments_dir: str | Path) -> Path | None:
     """The run's checkpoint, resolved inside ``experiments_dir``; None when absent, ReportError outside."""
-    if not run.row.checkpoint:
+    if not (ckpt := run.row.checkpoint):
         return None
     root = Path(experiments_dir).resolve()
-    path = (root / run.row.checkpoint).resolve()
-    if not path.is_relative_to(root):
-        raise ReportError(
-            f"{run.path}: checkpoint {run.row.checkpoint!r} lies outside {root}; not loading it"
-        )
+    if not (path := (root / ckpt).resolve()).is_relative_to(root):
+        raise ReportError(f"{run.path}: checkpoint {ckpt!r} lies outside {root}; not loading it")
     return path if path.is_file() else None
 
 
 def load_model(run: Run, path: Path) -> torch.nn.Module:
-    """``build_backbone(**hyper_parameters["model_kwargs"])`` with the checkpoint's ``model.`` weights."""
-    from lbam.models import build_backbone
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])
-        state = ckpt["state_dict"]
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        )
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
     except Exception as e:  # unreadable, refused by the weights-only unpickler, or not this model's weights
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ReportError(
@@ -68,12 +62,10 @@ def build_datamodule(run: Run):
     spec = dict(run.row.datamodule)
     target = str(spec.pop("_target_", ""))
     module, _, name = target.rpartition(".")
-    try:
-        cls = (
-            getattr(importlib.import_module(module), name) if f"{module}.".startswith("lbam.data.") else None
-        )
-    except (ImportError, AttributeError):
-        cls = None
+    cls = None
+    if f"{module}.".startswith("lbam.data."):  # import nothing else
+        with contextlib.suppress(ImportError):
+            cls = getattr(importlib.import_module(module), name, None)
     if not (isinstance(cls, type) and issubclass(cls, LightningDataModule)):
         raise ReportError(
             f"{run.path}: datamodule _target_ {target!r} is not a LightningDataModule of lbam.data"
@@ -93,8 +85,6 @@ def build_datamodule(run: Run):
 def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The predictions and, from the same forward (``lbam.attention.capture_maps``), the map M of ``module``
     (its ``gate``) averaged over channels and σ(spatial logits) of its spatial branch, N×H×W at image size."""
-    from lbam.attention import capture_maps
-
     with capture_maps(module) as found:
         logits = model(images)
     maps = {"full": found["gate"].mean(1, keepdim=True)}

@@ -1,7 +1,6 @@
-"""The README results block, rendered deterministically from the rows. Learning-curve experiments lead. Per
-group: balanced accuracy per setting (and per training-set size) with its cost, and which LBAM comparisons
-differ, are equivalent or non-inferior within the margin, or are inconclusive; full tables and figures linked.
-"""
+"""The README results block, rendered deterministically from the rows, learning curves first: per group the
+balanced accuracy per setting (and training-set size) with its cost, the LBAM findings, the provenance, and
+links to the full tables and figures."""
 
 from __future__ import annotations
 
@@ -13,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.report.figures import figure_paths
-from lbam.report.rows import ReportError, Results, analysis, groups, load_results, title, without
+from lbam.report.rows import ReportError, Results, analysis, groups, title, without
 from lbam.report.stats import FINDINGS, compare
-from lbam.report.tables import DASH, md, num, pct, skipped_note, summarize, tests_caption
+from lbam.report.tables import DASH, md, pct, skipped_note, summarize, table, tests_caption
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -31,35 +30,28 @@ def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
 def section(g: pd.DataFrame, res: Results) -> list[str]:
     s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
     first = "train size" if curve else "overrides"
-    s[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
-    s["cell"] = [pct(m, sd) for m, sd in zip(s["test_balanced_acc_mean"], s["test_balanced_acc_std"])]
-    acc = s.pivot(index=first, columns="setting", values="cell")
-    acc = acc.reindex(index=list(dict.fromkeys(s[first])), columns=list(dict.fromkeys(s["setting"])))
-    cost = s.drop_duplicates("setting").set_index("setting")
-    acc.loc["attn params"] = cost["attention_params"].map(num)
-    acc.loc["MFLOPs"] = [num(f, 2, 1e6) for f in cost["flops"]]
+    t = table(s)
+    t[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
+    acc = t.pivot(index=first, columns="setting", values="balanced acc (%)")
+    acc = acc.reindex(index=t[first].unique(), columns=t["setting"].unique())
+    cost = t.drop_duplicates("setting").set_index("setting")  # a setting's cost is the same in every context
+    acc.loc["attn params"], acc.loc["MFLOPs"] = cost["attn params"], cost["MFLOPs"]
     seeds = "/".join(map(str, sorted(set(s["n"]))))
     text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
     if curve:
         text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
     if s["failed"].sum():
         text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
-    out = [
-        f"#### {title(g)}" + (" — learning curve" if curve else ""),
-        text + ":",
-        md(acc.reset_index().fillna(DASH)),
-    ]
+    head = f"#### {title(g)}" + (" — learning curve" if curve else "")
+    out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
     if len(p):
+        p[first] = [_label(c, x, w, curve) for c, x, w in zip(p["shown"], p["x"], p["whole"])]
+        p["cell"] = [f"{b} ({pct(m, signed=True)})" for b, m in zip(p["baseline"], p["mean"])]
         findings = []
-        for (ctx, x, whole, lbam), pc in p.groupby(["shown", "x", "whole", "lbam"], sort=False, dropna=False):
-            rec = {first: _label(ctx, x, whole, curve), "LBAM": lbam}
-            for f in FINDINGS:
-                hits = pc[pc["finding"] == f]
-                rec[f] = ", ".join(
-                    f"{b} ({pct(m, signed=True)})" for b, m in zip(hits["baseline"], hits["mean"])
-                )
-            findings.append(rec)
-        out += [tests_caption(p), md(pd.DataFrame(findings).replace("", DASH))]
+        for (label, lbam), pc in p.groupby([first, "lbam"], sort=False):
+            found = pc.groupby("finding")["cell"].agg(", ".join)
+            findings.append({first: label, "LBAM": lbam} | {f: found.get(f, DASH) for f in FINDINGS})
+        out += [tests_caption(p), md(pd.DataFrame(findings))]
     return out
 
 
@@ -67,8 +59,8 @@ def provenance(g: pd.DataFrame, res: Results) -> str:
     """Runs, devices, commits, dates, training time, and the sweep as one Hydra multirun command."""
     rows = [res.runs[i].row for i in g["run"]]
     swept: dict[str, set] = {}
-    for o in (o for r in rows for o in r.overrides if not o.startswith("attention.")):
-        swept.setdefault(o.partition("=")[0], set()).add(o.partition("=")[2])
+    for k, _, v in (o.partition("=") for r in rows for o in r.overrides if not o.startswith("attention.")):
+        swept.setdefault(k, set()).add(v)
     command = [f"python -m lbam.train -m experiment={rows[0].experiment}"]
     command.append(f"attention={','.join(dict.fromkeys(g['attention']))}")
     command.append(f"seed={','.join(map(str, sorted({r.seed for r in rows})))}")
@@ -92,7 +84,7 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
     ]
     if res.skipped:
         parts.append(skipped_note(res))
-    figures = figure_paths(res, res.root / "figures")
+    figures = figure_paths(res)
     for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
         links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
         for e, sl, _, kind, path in figures:
@@ -108,12 +100,9 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
     )
 
 
-def update_readme(
-    readme: str | Path, results_dir: str | Path, check: bool = False, res: Results | None = None
-) -> tuple[bool, str]:
-    """Fill the README block from ``results_dir``; with ``check`` only compare. Returns (up to date, diff)."""
+def update_readme(readme: str | Path, res: Results, check: bool = False) -> tuple[bool, str]:
+    """Fill the README block from the rows; with ``check`` only compare. Returns (up to date, diff)."""
     readme = Path(readme)
-    res = res or load_results(results_dir)
     try:
         old = readme.read_text(encoding="utf-8")
     except OSError as e:
@@ -121,13 +110,11 @@ def update_readme(
     start, end = old.find(START), old.find(END)
     if start < 0 or end < start:
         raise ReportError(f"{readme} has no '{START}' … '{END}' pair to fill in")
-    prefix = Path(os.path.relpath(Path(results_dir).resolve(), readme.resolve().parent)).as_posix()
+    prefix = Path(os.path.relpath(res.root.resolve(), readme.resolve().parent)).as_posix()
     new = old[: start + len(START)] + "\n" + render_block(res, prefix) + old[end:]
-    diff = "".join(
-        difflib.unified_diff(
-            old.splitlines(True), new.splitlines(True), "README (committed)", "README (from rows)"
-        )
+    diff = difflib.unified_diff(
+        old.splitlines(True), new.splitlines(True), "README (committed)", "README (from rows)"
     )
     if not check and new != old:
         readme.write_text(new, encoding="utf-8")
-    return new == old, diff
+    return new == old, "".join(diff)

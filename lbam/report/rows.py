@@ -33,8 +33,6 @@ class Run:
     row: Row
     path: Path
     preds: dict[str, tuple[int, int]] | None  # sample id -> (target, pred); ok rows only
-    x: float = float("nan")  # learning-curve abscissa, see curve_x
-    whole: bool = False  # on a learning curve, trained on the whole training split
 
 
 @dataclass
@@ -45,16 +43,23 @@ class Results:
     root: Path  # the results folder
 
 
-def _load(path: Path) -> Run:
-    row = load_row(path)
-    run = Run(row, path, None)
+def _load(path: Path) -> tuple[Run, dict]:
+    """A valid row with its predictions, and its record in the frame: the row's scalars, its device kind,
+    context, setting and place on a learning curve."""
+    row, preds = load_row(path), None
     if row.status == "ok":
-        run.preds = {i: (t, p) for i, t, p in read_predictions(row, path)}
-        acc = sum(t == p for t, p in run.preds.values()) / len(run.preds)
+        preds = {i: (t, p) for i, t, p in read_predictions(row, path)}
+        acc = sum(t == p for t, p in preds.values()) / len(preds)
         if abs(acc - row.test_acc) > 1e-4:
             raise RowError(f"{path}: test_acc={row.test_acc:.6f} but its predictions give {acc:.6f}")
-    run.x, run.whole = curve_x(row, path)
-    return run
+    rec = {k: v for k, v in vars(row).items() if not isinstance(v, (list, dict))}
+    kind = str(row.device or "unknown").split(":")[0].split("(")[0].split()  # 'cuda: …', 'cpu (2 threads)'
+    rec["device_kind"] = (kind or ["unknown"])[0].lower()
+    rec["context"] = " ".join(o for o in row.overrides if not o.startswith("attention."))
+    own = [o.split(".", 1)[1] for o in row.overrides if o.startswith("attention.")]
+    rec["setting"] = f"{row.attention} ({', '.join(own)})" if own else row.attention
+    rec["x"], rec["whole"] = curve_x(row, path)
+    return Run(row, path, preds), rec
 
 
 def curve_x(row: Row, path: Path) -> tuple[float, bool]:
@@ -74,38 +79,22 @@ def curve_x(row: Row, path: Path) -> tuple[float, bool]:
     return float("nan") if row.n_train is None else float(row.n_train), True
 
 
-def device_kind(device: str | None) -> str:
-    """'cpu (2 threads, …)' -> 'cpu', 'cuda: NVIDIA H100' -> 'cuda'."""
-    return (str(device or "unknown").split(":")[0].split("(")[0].split() or ["unknown"])[0].lower()
-
-
 def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results:
     """Every row of ``results_dir/runs/*/*.json``. An invalid row is a ReportError naming its file or, with
     ``skip_invalid``, a warning on stderr, counted in ``skipped``."""
     runs_dir = Path(results_dir) / "runs"
-    runs, skipped = [], []
+    loaded, skipped = [], []
     for path in sorted(runs_dir.glob("*/*.json")):
         try:
-            runs.append(_load(path))
+            loaded.append(_load(path))
         except RowError as e:
             if not skip_invalid:
                 raise ReportError(f"{e} (fix or remove the file, or pass --skip-invalid)") from None
             print(f"lbam.report: warning: skipping {e}", file=sys.stderr)
             skipped.append(str(e))
-    if not runs:
+    if not loaded:
         raise ReportError(f"no valid result rows under {runs_dir} (make some with `make quick`)")
-    df = pd.DataFrame(
-        {
-            **{k: v for k, v in vars(r.row).items() if not isinstance(v, (list, dict))},  # the scalars
-            "device_kind": device_kind(r.row.device),
-            "context": " ".join(o for o in r.row.overrides if not o.startswith("attention.")),
-            "setting": setting_label(r.row.attention, r.row.overrides),
-            "x": r.x,
-            "whole": r.whole,
-            "run": i,
-        }
-        for i, r in enumerate(runs)
-    )
+    df = pd.DataFrame([rec | {"run": i} for i, (_, rec) in enumerate(loaded)])
     df["created_at"] = df["created_at"].fillna("")
     # A rerun of a seed under another run name replaces the older row: it is not an extra seed.
     df = df.sort_values(["created_at", "run_name"])
@@ -116,13 +105,8 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
     for _, g in df.groupby(GROUP):
         common = set.intersection(*(set(c.split()) for c in g["context"]))
         df.loc[g.index, "shown"] = [" ".join(o for o in c.split() if o not in common) for c in g["context"]]
+    runs = [run for run, _ in loaded]
     return Results(df.drop(columns="rank").reset_index(drop=True), runs, skipped, Path(results_dir))
-
-
-def setting_label(attention: str, overrides: list[str]) -> str:
-    """'lbam', or 'lbam (residual=false)' from its ``attention.*`` overrides."""
-    own = [o.split(".", 1)[1] for o in overrides if o.startswith("attention.")]
-    return f"{attention} ({', '.join(own)})" if own else attention
 
 
 def analysis(g: pd.DataFrame, runs: list[Run]) -> dict:

@@ -10,8 +10,8 @@ attention alone), on balanced accuracy:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -30,32 +30,26 @@ def mcnemar_exact(b: int, c: int) -> float:
 def holm(p: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values: the i-th smallest of m (i = 0, 1, …) becomes
     max over j ≤ i of min(1, (m − j)·p_(j))."""
-    adjusted, running = [0.0] * len(p), 0.0
-    for rank, i in enumerate(sorted(range(len(p)), key=p.__getitem__)):
-        running = max(running, min(1.0, (len(p) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
+    s = pd.Series(p, dtype=float).sort_values(kind="stable")
+    return (s * np.arange(len(s), 0, -1)).clip(upper=1.0).cummax().sort_index().tolist()
 
 
-@dataclass
-class Paired:
-    n: int
-    mean: float  # d̄
-    std: float  # sample std of the d_i (ddof = 1)
-    p: float  # two-sided paired t-test of d̄ = 0
-    low: float  # lower end of the (1 − 2α) CI: the one-sided (1 − α) lower confidence bound
-    high: float
-
-
-def paired_t(d: list[float], alpha: float = 0.05) -> Paired:
-    """t = d̄ / (s/√n) on n − 1 degrees of freedom; CI d̄ ± t_{1−α, n−1}·s/√n."""
-    n, mean = len(d), sum(d) / len(d)
+def paired_t(d: list[float], alpha: float = 0.05) -> dict[str, float]:
+    """n, d̄, the sample std s of the d_i (ddof = 1), the two-sided p of t = d̄ / (s/√n) on n − 1 degrees of
+    freedom and the (1 − 2α) CI d̄ ± t_{1−α, n−1}·s/√n (low: the one-sided (1 − α) lower bound); only n and
+    d̄ below MIN_SEEDS. p_holm is left to `compare`."""
+    n = len(d)
+    mean = sum(d) / n if d else math.nan
+    r = {"n": n, "mean": mean} | dict.fromkeys(("std", "p", "p_holm", "low", "high"), math.nan)
+    if n < MIN_SEEDS:
+        return r
     std = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
     if std < 1e-12:  # the same difference on every seed: t is ±∞ (or 0/0 when it is 0)
-        return Paired(n, mean, 0.0, 1.0 if mean == 0 else 0.0, mean, mean)
+        return r | {"std": 0.0, "p": 1.0 if mean == 0 else 0.0, "low": mean, "high": mean}
     se = std / math.sqrt(n)
     half = stats.t.ppf(1 - alpha, n - 1) * se
-    return Paired(n, mean, std, float(2 * stats.t.sf(abs(mean / se), n - 1)), mean - half, mean + half)
+    p = float(2 * stats.t.sf(abs(mean / se), n - 1))
+    return r | {"std": std, "p": p, "low": mean - half, "high": mean + half}
 
 
 def verdict(r: dict, margin: float, alpha: float) -> tuple[str, str]:
@@ -116,20 +110,12 @@ def compare(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
         alpha, margin = float(a["alpha"]), float(a["noninferiority_margin"])
         lbams = [s for s, rows in by.items() if rows["attention"].iloc[0] == "lbam"]
         for lb in lbams:
+            head = {"context": ctx, **by[lb][["shown", "x", "whole"]].iloc[0].to_dict(), "lbam": lb}
             family = []
             for base in (s for s in by if s not in lbams):
                 pp = pairs(by[lb], by[base], runs)
-                d, nan = diffs(pp), math.nan
-                r = {"context": ctx, **by[lb][["shown", "x", "whole"]].iloc[0].to_dict()}
-                r |= {"lbam": lb, "baseline": base, "n": len(d)}
-                r |= {"mean": sum(d) / len(d) if d else nan, "std": nan, "p": nan, "p_holm": nan, "low": nan}
-                r |= {
-                    "high": nan,
-                    "margin": margin,
-                    "alpha": alpha,
-                    "mcnemar": "; ".join(mcnemar(x, y) for x, y in pp),
-                }
-                family.append(r | (vars(paired_t(d, alpha)) if len(d) >= MIN_SEEDS else {}))
+                tail = {"margin": margin, "alpha": alpha, "mcnemar": "; ".join(mcnemar(x, y) for x, y in pp)}
+                family.append(head | {"baseline": base} | paired_t(diffs(pp), alpha) | tail)
             tested = [r for r in family if not math.isnan(r["p"])]
             for r, p in zip(tested, holm([r["p"] for r in tested])):
                 r["p_holm"] = p

@@ -25,17 +25,16 @@ DASH = "–"
 def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """One row per (context, setting) of a group: n ok seeds, failed runs, metric means and sample stds, cost,
     and Δ balanced accuracy vs `none` paired over seeds."""
-    keys = [*GROUP, "context", "setting"]
+    delta = delta_vs_none(g, runs)
+    g = g.assign(failed=g["status"] == "failed", ok_seed=g["seed"].astype(str).where(g["status"] == "ok"))
     agg = {k: (k, "first") for k in ("shown", "x", "whole", "attention")}
-    agg |= {"n": ("test_acc", "count")}
-    agg |= {"failed": ("status", lambda s: int((s == "failed").sum()))}
-    agg |= {"seeds": ("seed", lambda s: " ".join(str(v) for v in s[g.loc[s.index, "status"] == "ok"]))}
+    agg |= {"n": ("test_acc", "count"), "failed": ("failed", "sum")}
+    agg |= {"seeds": ("ok_seed", lambda s: " ".join(s.dropna()))}
     for k in METRICS:
         agg |= {f"{k}_mean": (k, "mean"), f"{k}_std": (k, "std")}  # pandas' std: ddof = 1
     agg |= {k: (k, "first") for k in ("params", "attention_params", "flops")}
     agg |= {"images_per_second": ("images_per_second", "mean")}
-    out = g.groupby(keys, sort=False).agg(**agg).reset_index()
-    delta = delta_vs_none(g, runs)
+    out = g.groupby([*GROUP, "context", "setting"], sort=False).agg(**agg).reset_index()
     out["delta_vs_none"] = [delta.get(k, math.nan) for k in zip(out["context"], out["setting"])]
     return out
 
@@ -56,7 +55,7 @@ def md(df: pd.DataFrame) -> str:
 
 
 def table(s: pd.DataFrame) -> pd.DataFrame:
-    """The formatted main table of a summary."""
+    """A summary's cells as shown in the md and tex tables (and the README's)."""
     cells = {"setting": s["setting"], "n": s["n"], "attn params": s["attention_params"].map(num)}
     cells |= {"params": s["params"].map(num), "MFLOPs": [num(f, 2, 1e6) for f in s["flops"]]}
     cells |= {
@@ -66,24 +65,20 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cells | {"images/s": s["images_per_second"].map(num), "failed": s["failed"]})
 
 
+def pval(p: float) -> str:
+    return num(p, 3) if p >= 1e-3 or math.isnan(p) else f"{p:.1e}"
+
+
 def pairs_table(p: pd.DataFrame) -> pd.DataFrame:
     ci = [
         DASH if math.isnan(lo) else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
         for lo, hi in zip(p["low"], p["high"])
     ]
-    return pd.DataFrame(
-        {
-            "LBAM": p["lbam"],
-            "baseline": p["baseline"],
-            "n": p["n"],
-            "Δ bal. acc (pp)": [pct(m, s, signed=True) for m, s in zip(p["mean"], p["std"])],
-            "paired t p": [num(v, 3) if v >= 1e-3 or math.isnan(v) else f"{v:.1e}" for v in p["p"]],
-            "Holm p": [num(v, 3) if v >= 1e-3 or math.isnan(v) else f"{v:.1e}" for v in p["p_holm"]],
-            f"{100 * (1 - 2 * p['alpha'].iloc[0]):g} % CI (pp)": ci,
-            "McNemar b/c per seed": p["mcnemar"],
-            "verdict": p["verdict"],
-        }
-    )
+    cells = {"LBAM": p["lbam"], "baseline": p["baseline"], "n": p["n"]}
+    cells |= {"Δ bal. acc (pp)": [pct(m, s, signed=True) for m, s in zip(p["mean"], p["std"])]}
+    cells |= {"paired t p": p["p"].map(pval), "Holm p": p["p_holm"].map(pval)}
+    cells |= {f"{100 * (1 - 2 * p['alpha'].iloc[0]):g} % CI (pp)": ci, "McNemar b/c per seed": p["mcnemar"]}
+    return pd.DataFrame(cells | {"verdict": p["verdict"]})
 
 
 def tests_caption(p: pd.DataFrame) -> str:
@@ -93,23 +88,19 @@ def tests_caption(p: pd.DataFrame) -> str:
         "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced "
         "accuracy (pp). *differ*: two-sided paired t-test over the seeds (scipy.stats), Holm-corrected "
         f"over the baselines, p < {alpha:g}; *equivalent*: the {100 * (1 - 2 * alpha):g} % CI of Δ inside "
-        f"±{margin:g} pp (TOST); "
-        f"*non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; not adjusted for "
-        f"multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
+        f"±{margin:g} pp (TOST); *non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; "
+        f"not adjusted for multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
     )
 
 
 def heading(shown: str, x: float, whole: bool) -> str:
     if math.isnan(x):
         return f"overrides: {shown}" if shown else ""
-    return (
-        f"train-set size {x:g}"
-        + (" (whole training split)" if whole else "")
-        + (f" ({shown})" if shown else "")
-    )
+    split = " (whole training split)" if whole else ""
+    return f"train-set size {x:g}{split}" + (f" ({shown})" if shown else "")
 
 
-def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFrame) -> str:
+def group_markdown(g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame) -> str:
     seeds = ", ".join(map(str, sorted(set(g.loc[g["status"] == "ok", "seed"])))) or "none"
     parts = [
         f"## {title(g)}",
@@ -127,17 +118,9 @@ def group_markdown(g: pd.DataFrame, res: Results, s: pd.DataFrame, p: pd.DataFra
             parts += [f"{tests_caption(pc)} {mc}", md(pairs_table(pc))]
     failed = g[g["status"] == "failed"]
     if len(failed):
-        errors = [
-            (str(res.runs[i].row.error or "").strip().splitlines() or ["?"])[-1][:160] for i in failed["run"]
-        ]
-        parts.append(f"**Failed runs: {len(failed)}** (in no mean)")
-        parts.append(
-            md(
-                failed[["setting", "shown", "seed", "run_name"]]
-                .rename(columns={"shown": "overrides"})
-                .assign(error=errors)
-            )
-        )
+        errors = [(str(e).strip().splitlines() or ["?"])[-1][:160] for e in failed["error"].fillna("")]
+        cols = failed[["setting", "shown", "seed", "run_name"]].rename(columns={"shown": "overrides"})
+        parts += [f"**Failed runs: {len(failed)}** (in no mean)", md(cols.assign(error=errors))]
     return "\n\n".join(parts)
 
 
@@ -153,22 +136,16 @@ def latex(df: pd.DataFrame, caption: str) -> str:
     return tex
 
 
-def write_tables(res: Results, results_dir: str | Path) -> list[Path]:
-    """Write results/tables/<experiment>.{md,csv,tex} and <experiment>_pairs.csv; returns the paths."""
+def write_tables(res: Results) -> list[Path]:
     written = []
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
-        text = [f"# Results: {experiment}"] + ([skipped_note(res)] if res.skipped else [])
-        tex, summaries, comparisons = [], [], []
-        for _, _, g in parts:
-            s, p = summarize(g, res.runs), compare(g, res.runs)
-            text.append(group_markdown(g, res, s, p))
-            tex.append(latex(table(s), title(g)))
-            summaries.append(s)
-            comparisons.append(p)
-        files = {".md": "\n\n".join(text) + "\n", ".tex": "\n".join(tex)}
-        files[".csv"] = pd.concat(summaries).to_csv(index=False, float_format="%.6g")
-        if any(len(p) for p in comparisons):
-            files["_pairs.csv"] = pd.concat(comparisons).to_csv(index=False, float_format="%.6g")
+        done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
+        text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
+        files = {".md": "\n\n".join(text + [group_markdown(*d) for d in done]) + "\n"}
+        files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
+        files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
+        if any(len(p) for *_, p in done):
+            files["_pairs.csv"] = pd.concat(p for *_, p in done).to_csv(index=False, float_format="%.6g")
         for suffix, data in files.items():
-            written.append(atomic_write(Path(results_dir) / "tables" / f"{experiment}{suffix}", data))
+            written.append(atomic_write(res.root / "tables" / f"{experiment}{suffix}", data))
     return written
