@@ -3,14 +3,6 @@
 ``torch.compile`` is the speed switch (``model.compile()`` compiles in place and keeps the state-dict keys). The
 BatchNorms are standard: in train mode a batch of one raises PyTorch's error in BAM's channel MLP (and at N=1 with
 a 1×1 map in the spatial branches); the training loader drops a last batch of one; eval mode takes any batch.
-
-``capture_maps`` hooks submodules of the forward that trains: ``gate`` (an ``nn.Sigmoid``) outputs the map M that
-multiplies F (N×C×H×W for BAM and LBAM, N×C×1×1 for SE, ECA and channel-only LBAM; CBAM's is its last, spatial
-gate, N×1×H×W, and ``channel_gate`` its Mc); ``spatial`` outputs the spatial branch's logits, N×1×H×W::
-
-    with capture_maps(model.attention_modules[-1]) as maps:
-        model(images)
-    m, spatial_logits = maps["gate"], maps["spatial"]
 """
 
 from collections.abc import Iterator
@@ -39,8 +31,16 @@ def build_attention(name: str, channels: int, **kwargs) -> nn.Module | None:
 
 @contextmanager
 def capture_maps(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """While open, each forward of ``module`` stores the detached outputs of its submodules named in
-    ``MAP_NAMES`` (those it has) in the yielded dict, by name; the hooks are removed on exit."""
+    """While open, each forward of ``module`` (the forward that trains) stores in the yielded dict the detached
+    outputs of those of its submodules named in ``MAP_NAMES``, by name: ``gate`` (an ``nn.Sigmoid``) outputs the
+    map M that multiplies F (N×C×H×W for BAM and LBAM, N×C×1×1 for SE, ECA and channel-only LBAM; CBAM's is its
+    last, spatial gate, N×1×H×W, and ``channel_gate`` its Mc); ``spatial`` the spatial branch's logits, N×1×H×W.
+    The hooks are removed on exit::
+
+        with capture_maps(model.attention_modules[-1]) as maps:
+            model(images)
+        m, spatial_logits = maps["gate"], maps["spatial"]
+    """
     children = {name: getattr(module, name) for name in MAP_NAMES if getattr(module, name, None) is not None}
     if not children:
         raise ValueError(f"{type(module).__name__} has none of the map submodules {', '.join(MAP_NAMES)}")

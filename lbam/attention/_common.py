@@ -6,7 +6,6 @@ import torch
 
 
 def check_input(x: torch.Tensor, channels: int) -> None:
-    """Raise ValueError unless ``x`` is N×C×H×W with C == ``channels``."""
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(f"expected a 4-D tensor N×C×H×W with C={channels}, got shape {tuple(x.shape)}")
 
