@@ -38,11 +38,13 @@ def _md(df: pd.DataFrame, fmt: str = ".3g") -> str:
 
 
 def _modules(df: pd.DataFrame) -> list[str]:
-    # Parameters (exact counts) and FLOPs in millions per module, from the eager rows (compiling changes neither).
+    # Parameters and FLOPs in millions per module, from the eager rows (compiling changes neither); the exact
+    # parameter counts as objects: tabulate would print ints as floats in a table that has floats.
     cost = df[df["mode"] == "eager"].pivot_table(
         index=["channels", "size"], columns="attention", values=["params", "flops"], sort=False
     )
-    cost = cost["params"].astype(int).add_prefix("params ").join((cost["flops"] / 1e6).add_prefix("MFLOPs "))
+    params = cost["params"].astype(int).astype(object)
+    cost = params.add_prefix("params ").join((cost["flops"] / 1e6).add_prefix("MFLOPs "))
     lbam = df[df.attention == "lbam"].set_index(["channels", "size", "mode"])
     bam = df[df.attention == "bam"].set_index(["channels", "size", "mode"])
     ratio = lbam.fwdbwd_over_bam.round(2).astype(str) + " (" + lbam.ci_lo.round(2).astype(str) + "–"
