@@ -77,6 +77,12 @@ def test_paired_ratio_ci_brackets_the_median_with_order_statistics():
     assert paired_ratio_ci([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == (1.0, 3.0)
 
 
+def test_write_csv_keeps_column_order_ints_and_blanks_and_rounds_floats(tmp_path):
+    rows = [{"b": 1, "a": 0.123456, "c": ""}, {"b": 22, "a": 123456.7, "c": 3.0}]
+    path = write_csv(tmp_path / "x.csv", rows)
+    assert path.read_text() == "b,a,c\n1,0.1235,\n22,1.235e+05,3\n"
+
+
 def test_unknown_part_and_a_non_checkout_are_refused(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["--parts", "modules,gpu"])

@@ -1,18 +1,8 @@
-"""Attention modules: SE, CBAM, BAM, ECA and LBAM, each N×C×H×W → N×C×H×W, built by name.
+"""Attention modules SE, CBAM, BAM, ECA and LBAM (N×C×H×W → N×C×H×W) built by name; plain PyTorch, public ops.
 
-One plain PyTorch implementation per module, public ops only; ``torch.compile`` is the speed switch
-(``model.compile()`` compiles in place and keeps the state-dict keys). The BatchNorms are standard: in train
-mode a batch of one raises PyTorch's error in BAM's channel MLP (and at N=1 with a 1×1 map in the spatial
-branches); the training loader drops a last batch of one, and eval mode takes any batch.
-
-Attention maps come from the forward that trains, through forward hooks on submodules: ``gate`` (an
-``nn.Sigmoid``) outputs the map M that multiplies F (N×C×H×W for BAM and LBAM, N×C×1×1 for SE, ECA and
-channel-only LBAM; CBAM's is its last, spatial gate, N×1×H×W, and ``channel_gate`` its Mc); ``spatial``
-outputs the spatial branch's logits, N×1×H×W. ``capture_maps`` collects them::
-
-    with capture_maps(model.attention_modules[-1]) as maps:
-        model(images)
-    m, spatial_logits = maps["gate"], maps["spatial"]
+``torch.compile`` is the speed switch (``model.compile()`` compiles in place and keeps the state-dict keys). The
+BatchNorms are standard: in train mode a batch of one raises PyTorch's error in BAM's channel MLP (and at N=1 with
+a 1×1 map in the spatial branches); the training loader drops a last batch of one; eval mode takes any batch.
 """
 
 from collections.abc import Iterator
@@ -41,17 +31,24 @@ def build_attention(name: str, channels: int, **kwargs) -> nn.Module | None:
 
 @contextmanager
 def capture_maps(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """While open, each forward of ``module`` stores the detached outputs of its submodules named in
-    ``MAP_NAMES`` (those it has) in the yielded dict, by name; the hooks are removed on exit."""
+    """While open, each forward of ``module`` (the forward that trains) stores in the yielded dict the detached
+    outputs of those of its submodules named in ``MAP_NAMES``, by name: ``gate`` (an ``nn.Sigmoid``) outputs the
+    map M that multiplies F (N×C×H×W for BAM and LBAM, N×C×1×1 for SE, ECA and channel-only LBAM; CBAM's is its
+    last, spatial gate, N×1×H×W, and ``channel_gate`` its Mc); ``spatial`` the spatial branch's logits, N×1×H×W.
+    The hooks are removed on exit::
+
+        with capture_maps(model.attention_modules[-1]) as maps:
+            model(images)
+        m, spatial_logits = maps["gate"], maps["spatial"]
+    """
     children = {name: getattr(module, name) for name in MAP_NAMES if getattr(module, name, None) is not None}
     if not children:
         raise ValueError(f"{type(module).__name__} has none of the map submodules {', '.join(MAP_NAMES)}")
     maps: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        return lambda _module, _inputs, output: maps.__setitem__(name, output.detach())
-
-    handles = [child.register_forward_hook(hook(name)) for name, child in children.items()]
+    handles = [
+        child.register_forward_hook(lambda _m, _inputs, out, name=name: maps.__setitem__(name, out.detach()))
+        for name, child in children.items()
+    ]
     try:
         yield maps
     finally:

@@ -9,9 +9,8 @@ J. Park, S. Woo, J.-Y. Lee, I. S. Kweon, "BAM: Bottleneck Attention Module", BMV
 h = max(1, C // r); defaults r = 16, d = 4. Which BAM this is, exactly:
 - the sum σ(Mc + Ms) is the paper's (eq. 1); ``combine="mul"`` is the official code's product σ(Mc ⊗ Ms);
 - the batch norms are the official code's (Jongchan/attention-module): after the MLP's hidden layer and after
-  every spatial conv but the last, all convs/linears with bias. The paper instead puts a BN on each branch's
-  output, Mc = BN(MLP(GAP(F))) and Ms = BN(f1×1(…)); ``output_bn=True`` adds those two (default False: the
-  code's placement). The hidden BNs stay either way.
+  every spatial conv but the last, all convs/linears with bias; ``output_bn=True`` adds the paper's BN on each
+  branch's output, Mc = BN(MLP(GAP(F))) and Ms = BN(f1×1(…)), and keeps the hidden ones.
 """
 
 import torch

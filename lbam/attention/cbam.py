@@ -13,18 +13,16 @@ in the official code (the paper's formula omits the BN): 2·C·h + h + C + 2·k�
 import torch
 from torch import nn
 
-from ._common import check_input, check_odd_kernel, check_positive
+from ._common import check_input, check_positive
 
 
 class CBAM(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        hidden = max(1, channels // check_positive("reduction", reduction))
-        k = check_odd_kernel(spatial_kernel)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
-        )
+        h = max(1, channels // check_positive("reduction", reduction))
+        k = check_positive("kernel_size", spatial_kernel, odd=True)
+        self.mlp = nn.Sequential(nn.Linear(channels, h), nn.ReLU(inplace=True), nn.Linear(h, channels))
         self.channel_gate = nn.Sigmoid()
         self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False), nn.BatchNorm2d(1))
         self.gate = nn.Sigmoid()  # the spatial gate Ms, applied last

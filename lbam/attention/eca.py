@@ -5,23 +5,21 @@ Neural Networks", CVPR 2020.
 
     w = σ(conv1d_k(GAP(F))),   F' = F ⊗ w
 
-One 1-D convolution across the channel axis, no bias, zero padding (k-1)/2: k parameters. Default kernel
-(kernel_size=None) is the paper's adaptive k = |log2(C)/γ + b/γ|_odd with γ=2, b=1 (C=64 → 3, C=256 → 5).
-ECA has no reduction ratio.
+One 1-D convolution across the channel axis, no bias, zero padding (k-1)/2: k parameters, no reduction ratio.
+Default kernel (kernel_size=None): the paper's adaptive k = |log2(C)/γ + b/γ|_odd, γ=2, b=1 (C=64 → 3, 256 → 5).
 """
 
 import torch
 from torch import nn
 
-from ._common import check_input, check_odd_kernel, check_positive, eca_kernel_size
+from ._common import check_input, check_positive, eca_kernel_size
 
 
 class ECA(nn.Module):
     def __init__(self, channels: int, kernel_size: int | None = None, gamma: int = 2, b: int = 1):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        check_positive("gamma", gamma)
-        k = eca_kernel_size(channels, gamma, b) if kernel_size is None else check_odd_kernel(kernel_size)
+        k = eca_kernel_size(channels, kernel_size, check_positive("gamma", gamma), b)
         self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
         self.gate = nn.Sigmoid()
 

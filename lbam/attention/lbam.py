@@ -14,7 +14,7 @@ ablations); ``pool`` ("avgmax"; "avg" or "max" keeps one pooled vector).
 import torch
 from torch import nn
 
-from ._common import check_choice, check_input, check_odd_kernel, check_positive, eca_kernel_size
+from ._common import check_choice, check_input, check_positive, eca_kernel_size
 from .bam import spatial_branch
 
 
@@ -37,7 +37,7 @@ class LBAM(nn.Module):
         self.branches = check_choice("branches", branches, ("both", "channel", "spatial"))
         self.pool = check_choice("pool", pool, ("avgmax", "avg", "max"))
         self.residual, self.shared_conv = bool(residual), bool(shared_conv)
-        k = eca_kernel_size(channels) if kernel_size is None else check_odd_kernel(kernel_size)
+        k = eca_kernel_size(channels, kernel_size)
         # Separate convs for GAP and GMP are one conv over the two as input channels: one weight, 1×2×k.
         n_in = 2 if pool == "avgmax" and not shared_conv else 1
         self.conv = nn.Conv1d(n_in, 1, k, padding=k // 2, bias=False) if branches != "spatial" else None
@@ -46,23 +46,17 @@ class LBAM(nn.Module):
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Mc(F), N×C×1×1: the 1-D conv across channels of GAP(F) and of GMP(F) (each N×1×C), summed."""
-        gap = x.mean((2, 3)).unsqueeze(1) if self.pool != "max" else None
-        gmp = x.amax((2, 3)).unsqueeze(1) if self.pool != "avg" else None
-        if gap is None or gmp is None:
-            mc = self.conv(gap if gmp is None else gmp)
-        elif self.shared_conv:  # conv1d(GAP) + conv1d(GMP), as one call: the conv is linear, without bias
-            mc = self.conv(gap + gmp)
-        else:
-            mc = self.conv(torch.cat((gap, gmp), dim=1))
-        return mc.view(-1, self.channels, 1, 1)
+        pooled = [x.mean((2, 3))] if self.pool != "max" else []
+        pooled += [x.amax((2, 3))] if self.pool != "avg" else []
+        if len(pooled) == 2 and self.shared_conv:  # conv1d(GAP) + conv1d(GMP) as one call: linear, no bias
+            pooled = [pooled[0] + pooled[1]]
+        return self.conv(torch.stack(pooled, dim=1)).view(-1, self.channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        if self.spatial is None:
-            logits = self.channel_logits(x)
-        elif self.conv is None:
-            logits = self.spatial(x)
-        else:
+        if self.branches == "both":
             logits = self.channel_logits(x) + self.spatial(x)
+        else:
+            logits = self.channel_logits(x) if self.branches == "channel" else self.spatial(x)
         m = self.gate(logits)
         return x + x * m if self.residual else x * m

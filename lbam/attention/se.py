@@ -18,13 +18,10 @@ class SE(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        hidden = max(1, channels // check_positive("reduction", reduction))
-        self.fc = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
-        )
+        h = max(1, channels // check_positive("reduction", reduction))
+        self.fc = nn.Sequential(nn.Linear(channels, h), nn.ReLU(inplace=True), nn.Linear(h, channels))
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        s = self.gate(self.fc(x.mean((2, 3)))[:, :, None, None])
-        return x * s
+        return x * self.gate(self.fc(x.mean((2, 3)))[:, :, None, None])

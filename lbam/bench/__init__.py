@@ -2,10 +2,10 @@
 
     python -m lbam.bench [--quick] [--out results/bench] [--parts modules,step] [--against OLD_CHECKOUT]
 
-Writes ``modules.csv`` (``lbam.bench.modules``), ``step.csv`` (``lbam.bench.step``), with ``--against`` also
-``against.csv`` (``lbam.bench.against``), then ``README.md`` from every CSV in the folder. Every row states the
-machine, threads, torch version, date, commit and the 1-minute load average it was measured at.
-``--quick`` runs a tiny configuration (seconds once compiled; for tests), never a substitute for the real numbers.
+Writes ``modules.csv`` (``modules.py``), ``step.csv`` and with ``--against`` ``against.csv`` (``step.py``), then
+``README.md`` from every CSV in the folder (``readme.py``). Every row states the machine, threads, torch version,
+date, commit and the 1-minute load average it was measured at. ``--quick`` runs a tiny configuration (seconds once
+compiled; for tests), never a substitute for the real numbers.
 """
 
 from __future__ import annotations
@@ -40,37 +40,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    written = run(args, device)
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
-def run(args: argparse.Namespace, device: torch.device) -> list[Path]:
+    # Imported after the arguments are checked: a bad command line answers without loading the benchmarks.
+    from lbam.bench import modules, step
     from lbam.bench.common import machine_info, write_csv
     from lbam.bench.readme import write_readme
 
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     info = machine_info(device)
-    written = []
     if "modules" in args.parts:
-        from lbam.bench import modules
-
-        cfg = modules.QUICK if args.quick else modules.ModuleConfig()
-        written.append(write_csv(args.out / "modules.csv", modules.bench_modules(cfg, device, info)))
+        rows = modules.bench_modules(modules.QUICK if args.quick else modules.ModuleConfig(), device, info)
+        print(f"wrote {write_csv(args.out / 'modules.csv', rows)}")
     if "step" in args.parts:
-        from lbam.bench import step
-
-        cfg = step.QUICK if args.quick else step.StepConfig()
         with contextlib.nullcontext() if args.quick else step.cold_compile():
-            rows = step.bench_step(cfg, device, info)
-        written.append(write_csv(args.out / "step.csv", rows))
+            rows = step.bench_step(step.QUICK if args.quick else step.StepConfig(), device, info)
+        print(f"wrote {write_csv(args.out / 'step.csv', rows)}")
     if args.against is not None:
-        from lbam.bench.against import bench_against
-
         sizes, steps = (("tiny",), 2) if args.quick else (("quick", "full"), 20)
-        rows = bench_against(args.against, sizes, args.against_rounds, steps, args.threads, info)
-        written.append(write_csv(args.out / "against.csv", rows))
-    written.append(write_readme(args.out))
-    return written
+        rows = step.bench_against(args.against, sizes, args.against_rounds, steps, args.threads, info)
+        print(f"wrote {write_csv(args.out / 'against.csv', rows)}")
+    print(f"wrote {write_readme(args.out)}")
+    return 0

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import math
 import os
 import random
@@ -12,6 +10,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils import benchmark
 
@@ -38,10 +37,8 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def interleaved_times(
-    fns: Mapping[str, Callable[[], object]], rounds: int, min_s: float = 0.02, seed: int = 0
-) -> dict[str, list[float]]:
-    """Seconds per call of each callable, one figure per round, by ``torch.utils.benchmark.Timer``.
+def interleaved_times(fns: Mapping, rounds: int, min_s: float = 0.02, seed: int = 0) -> dict:
+    """Seconds per call of each callable of ``fns`` (by key), one figure per round, by ``benchmark.Timer``.
 
     Every round times every candidate once, in a freshly shuffled order, so slow drifts of a shared machine
     (load, frequency, allocator state) spread over all candidates; the i-th times of two candidates come from
@@ -51,7 +48,7 @@ def interleaved_times(
     threads = torch.get_num_threads()  # Timer's default is 1 thread
     timers = {n: benchmark.Timer("fn()", globals={"fn": fn}, num_threads=threads) for n, fn in fns.items()}
     number = {name: max(1, math.ceil(min_s / t.timeit(1).mean)) for name, t in timers.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times = {name: [] for name in fns}
     order, rng = list(fns), random.Random(seed)
     for _ in range(rounds):
         rng.shuffle(order)
@@ -98,8 +95,5 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor]
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
     """Write rows (dicts with the same keys) to ``path`` atomically; floats to 4 significant digits."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    return atomic_write(path, text.getvalue())
+    table = pd.DataFrame([{k: f"{v:.4g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+    return atomic_write(path, table.to_csv(index=False, lineterminator="\n"))

@@ -1,4 +1,4 @@
-"""The whole cnn4 training step (forward, cross-entropy, backward, AdamW), eager and compiled.
+"""The whole cnn4 training step (forward, cross-entropy, backward, AdamW), eager and compiled; ``--against``.
 
 The embodiment-1 model (``cnn4``, 3 classes, attention at its paper's placement) on a fixed in-memory batch, at
 the quick-profile size (48 px, width 0.5, batch 64) and the full size (128 px, width 1, batch 32). "compiled" is
@@ -6,9 +6,10 @@ the quick-profile size (48 px, width 0.5, batch 64) and the full size (128 px, w
 first step's wall time minus a timed step's: compilation, kept out of ``images_per_s``; the bench compiles in a
 fresh inductor cache (``cold_compile``), so this is a first compile.
 
-Run as a script, ``python lbam/bench/step.py --attention lbam --size full --mode eager``, it times one
-configuration with whichever ``lbam`` is on PYTHONPATH and prints one JSON line: this is how ``--against``
-measures an older checkout (its own modules, its own build_backbone) in alternation with this one.
+``bench_against`` times cnn4+LBAM's step of this checkout (eager and compiled) against an older checkout's eager
+one: each figure is a fresh process running this file as a script with one checkout's ``lbam`` on PYTHONPATH
+(its own modules and build_backbone; the script imports nothing else of ``lbam``), in shuffled order per round;
+a round's ratio pairs its two measurements.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -67,15 +73,9 @@ def make_step(attention: str, size: str, compiled: bool, device: torch.device):
 @contextlib.contextmanager
 def cold_compile():
     """A fresh, temporary inductor cache (read at each compile), so that compile times are those of a first run."""
-    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="lbam-bench-inductor-") as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-        try:
+        with mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache):
             yield
-        finally:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
-            if before is not None:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
 def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -> list[dict[str, object]]:
@@ -86,41 +86,62 @@ def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -
     rows = []
     for size in cfg.sizes:
         torch.compiler.reset()  # a new input shape: compile static graphs afresh (not Dynamo's dynamic retry)
-        steps, first = {}, {}
-        for attention in cfg.attentions:
-            for mode in ("eager", "compiled"):
-                steps[(attention, mode)], first[(attention, mode)] = make_step(
-                    attention, size, mode == "compiled", device
-                )
-        times = interleaved_times(steps, cfg.rounds, cfg.min_s)
+        kinds = [(a, m) for a in cfg.attentions for m in ("eager", "compiled")]
+        # (attention, mode) -> (step function, wall seconds of its first call)
+        made = {(a, m): make_step(a, size, m == "compiled", device) for a, m in kinds}
+        times = interleaved_times({k: step for k, (step, _) in made.items()}, cfg.rounds, cfg.min_s)
         image, width, batch = SIZES[size]
         for (attention, mode), t in times.items():
             step_s = statistics.median(t)
             rows.append(
-                {
-                    **info,
-                    "load_avg_1m": load_avg(),
-                    "size": size,
-                    "image_size": image,
-                    "width_mult": width,
-                    "batch": batch,
-                    "attention": attention,
-                    "mode": mode,
-                    "step_ms": 1e3 * step_s,
-                    "images_per_s": batch / step_s,
-                    "over_eager": paired_ratio(times[(attention, "eager")], t),  # speed-up: eager time / this
-                    "compile_s": first[(attention, mode)] - step_s if mode == "compiled" else "",
-                }
+                {**info, "load_avg_1m": load_avg(), "size": size, "image_size": image, "width_mult": width}
+                | {"batch": batch, "attention": attention, "mode": mode, "step_ms": 1e3 * step_s}
+                | {"images_per_s": batch / step_s, "over_eager": paired_ratio(times[(attention, "eager")], t)}
+                | {"compile_s": made[(attention, mode)][1] - step_s if mode == "compiled" else ""}
             )
-        print(
-            f"step {size}: "
-            + "  ".join(f"{a}/{m}={batch / statistics.median(t):.0f} img/s" for (a, m), t in times.items()),
-            flush=True,
-        )
+        rates = "  ".join(f"{a}/{m}={batch / statistics.median(t):.0f} img/s" for (a, m), t in times.items())
+        print(f"step {size}: {rates}", flush=True)
+    return rows
+
+
+def _run_script(root: Path, mode: str, size: str, steps: int, threads: int) -> dict[str, float]:
+    """This file as a script, in a fresh process, with ``root``'s ``lbam`` on PYTHONPATH."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--attention", "lbam", "--size", size]
+    cmd += ["--mode", mode, "--steps", str(steps), "--threads", str(threads)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"step.py in {root} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_against(old_root: Path, sizes, rounds: int, steps: int, threads: int, info: dict) -> list[dict]:
+    """One row per (size, round, side); sides: old = ``old_root`` eager, new eager and new compiled."""
+    from lbam.bench.common import REPO_ROOT, load_avg
+    from lbam.results import git_commit
+
+    old, new = Path(old_root).resolve(), REPO_ROOT
+    sides = {"old": (old, "eager"), "new": (new, "eager"), "new_compiled": (new, "compiled")}
+    commits = {side: git_commit(root) for side, (root, _) in sides.items()}
+    rows, rng = [], random.Random(0)
+    for size in sizes:
+        for r in range(rounds):
+            for side in rng.sample(list(sides), len(sides)):
+                root, mode = sides[side]
+                result = _run_script(root, mode, size, steps, threads)
+                rows.append(
+                    {**info, "load_avg_1m": load_avg(), "size": size, "round": r, "side": side}
+                    | {"side_commit": commits[side], "mode": mode, **result}
+                )
+                print(
+                    f"against {size} round {r} {side} ({mode}): {result['images_per_s']:.1f} img/s",
+                    flush=True,
+                )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Script mode: time one configuration with whichever ``lbam`` is on PYTHONPATH; print one JSON line."""
     p = argparse.ArgumentParser(description="Time one cnn4 training step configuration; prints JSON.")
     p.add_argument("--attention", default="lbam")
     p.add_argument("--size", choices=sorted(SIZES), default="quick")

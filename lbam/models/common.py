@@ -40,14 +40,16 @@ class AttentionInserter:
         return module
 
 
-def load_pretrained(builder: Callable[..., nn.Module], weights) -> nn.Module:
-    """`builder(weights=weights)` (a torchvision model function); a failed download raises RuntimeError."""
+def load_pretrained(builder: Callable[..., nn.Module], weights, width_mult: float, in_channels: int):
+    """`builder(weights=weights)` (a torchvision model function) for the unscaled RGB model it was trained as;
+    a failed download raises RuntimeError."""
+    if width_mult != 1 or in_channels != 3:
+        raise ValueError(
+            f"pretrained weights need width_mult=1 and in_channels=3, got {width_mult} and {in_channels}"
+        )
     try:
         return builder(weights=weights)
-    except (
-        OSError,
-        RuntimeError,
-    ) as err:  # URLError/HTTPError are OSErrors; a bad hash or file is a RuntimeError
+    except (OSError, RuntimeError) as err:  # URLError, HTTPError: OSError; a bad hash or file: RuntimeError
         raise RuntimeError(
             f"pretrained=True: could not load torchvision's {weights} ImageNet weights ({err}). They are downloaded "
             "once into the torch hub cache (torch.hub.get_dir()); on an offline machine place the file there "

@@ -55,11 +55,7 @@ def build_resnet(
     """ResNet `name` with attention at `placement`; `pretrained` loads torchvision's ImageNet weights."""
     block, layers, builder, weights = _ARCHS[name]
     if pretrained:
-        if width_mult != 1 or in_channels != 3:
-            raise ValueError(
-                f"pretrained weights need width_mult=1 and in_channels=3, got {width_mult} and {in_channels}"
-            )
-        model = load_pretrained(builder, weights)
+        model = load_pretrained(builder, weights, width_mult, in_channels)
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     else:
         model = ScaledResNet(block, layers, num_classes, width_mult, in_channels)

@@ -58,12 +58,8 @@ def build_vgg16(
 ) -> VGG:
     """VGG16 (`batch_norm=True`: VGG16-BN) with attention at `placement`; `pretrained` loads ImageNet weights."""
     if pretrained:
-        if width_mult != 1 or in_channels != 3:
-            raise ValueError(
-                f"pretrained weights need width_mult=1 and in_channels=3, got {width_mult} and {in_channels}"
-            )
         weights = VGG16_BN_Weights.IMAGENET1K_V1 if batch_norm else VGG16_Weights.IMAGENET1K_V1
-        model = load_pretrained(vgg16_bn if batch_norm else vgg16, weights)
+        model = load_pretrained(vgg16_bn if batch_norm else vgg16, weights, width_mult, in_channels)
         model.classifier[6] = nn.Linear(model.classifier[6].in_features, num_classes)
         _init_like_torchvision(model.classifier[6])
     else:
