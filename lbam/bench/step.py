@@ -26,7 +26,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -73,9 +72,15 @@ def make_step(attention: str, size: str, compiled: bool, device: torch.device):
 @contextlib.contextmanager
 def cold_compile():
     """A fresh, temporary inductor cache (read at each compile), so that compile times are those of a first run."""
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="lbam-bench-inductor-") as cache:
-        with mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        try:
             yield
+        finally:  # the caller's cache again, or none
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+            if before is not None:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
 def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -> list[dict[str, object]]:
