@@ -55,8 +55,24 @@ class Index:
     duplicates: list[dict] = field(default_factory=list)
 
 
-def stack(out: dict, side: int) -> dict:
-    """A decoder's lists (``images`` of uint8 3×S×S, ``labels``, ``ids``, ``skipped``) as cacheable tensors."""
+def decode_images(index: Index, folder: Path, load, side: int) -> dict:
+    """Decode each source image ``folder/<image>.jpg`` of ``index`` once: ``load(path, ks)`` returns the RGB
+    images (``side``²) of its samples ``ks``. A file the decoder rejects (OSError) is skipped whole, any other
+    error surfaces. Returns what is cached: ``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``."""
+    out = {"images": [], "labels": [], "ids": [], "skipped": []}
+    members: dict[str, list[int]] = {}
+    for k, sample_id in enumerate(index.ids):
+        members.setdefault(sample_id.split("#")[0], []).append(k)  # <image>#<box>
+    for stem, ks in members.items():
+        path = folder / f"{stem}.jpg"
+        try:
+            crops = load(path, ks)
+        except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
+            out["skipped"].append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
+            continue
+        out["images"] += [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in crops]
+        out["labels"] += index.labels[ks].tolist()
+        out["ids"] += [index.ids[k] for k in ks]
     images = torch.stack(out["images"]) if out["images"] else torch.zeros(0, 3, side, side, dtype=torch.uint8)
     return {**out, "images": images, "labels": torch.tensor(out["labels"], dtype=torch.int64)}
 

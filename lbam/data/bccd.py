@@ -6,11 +6,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, stack
+from lbam.data.base import DataError, DataModule, Index, decode_images
 
 # GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts. Its sha256
 # could not be computed offline when this was written, so the download is checked by structure instead (364
@@ -97,26 +96,14 @@ def index_voc(voc_dir: Path) -> Index:
 
 
 def crop_boxes(voc_dir: Path, index: Index, image_size: int) -> dict:
-    """Decode each indexed image once and cut its boxes, resized to ``image_size``²; an image whose pixels
-    cannot be decoded (e.g. a truncated JPEG) is skipped whole."""
-    out = {"images": [], "labels": [], "ids": [], "skipped": []}
-    members: dict[str, list[int]] = {}
-    for k, sample_id in enumerate(index.ids):
-        members.setdefault(sample_id.split("#")[0], []).append(k)
-    for stem, ks in members.items():
-        path = voc_dir / "JPEGImages" / f"{stem}.jpg"
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
-        except OSError as e:
-            out["skipped"].append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
-            continue
-        for k in ks:
-            crop = im.resize((image_size, image_size), Image.BILINEAR, box=tuple(index.boxes[k]))
-            out["images"].append(torch.from_numpy(np.array(crop)).permute(2, 0, 1))
-            out["labels"].append(int(index.labels[k]))
-            out["ids"].append(index.ids[k])
-    return stack(out, image_size)
+    """Decode each indexed image once and cut its boxes, resized to ``image_size``²."""
+
+    def crops(path: Path, ks: list[int]) -> list[Image.Image]:
+        with Image.open(path) as im:
+            im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
+        return [im.resize((image_size, image_size), Image.BILINEAR, box=tuple(index.boxes[k])) for k in ks]
+
+    return decode_images(index, voc_dir / "JPEGImages", crops, image_size)
 
 
 def _check_voc(folder: Path) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, stack
+from lbam.data.base import DataError, DataModule, Index, decode_images
 
 # The archives and md5 digests torchvision's OxfordIIITPet downloads (its _RESOURCES); fetched here with
 # lbam's downloader for the short timeout, member checks and the all-or-nothing rename.
@@ -76,20 +75,7 @@ def index_pets(base: Path) -> Index:
 
 def decode_pets(base: Path, index: Index, side: int) -> dict:
     """Decode every indexed image once; an image the decoder rejects is skipped, any other error surfaces."""
-    out = {"images": [], "labels": [], "ids": [], "skipped": []}
-    for image_id, label in zip(index.ids, index.labels.tolist()):
-        path = base / "images" / f"{image_id}.jpg"
-        try:
-            im = load_rgb(path, side)
-        except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
-            out["skipped"].append(
-                {"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"}
-            )
-            continue
-        out["images"].append(torch.from_numpy(np.array(im)).permute(2, 0, 1))
-        out["labels"].append(label)
-        out["ids"].append(image_id)
-    return stack(out, side)
+    return decode_images(index, base / "images", lambda path, ks: [load_rgb(path, side)], side)
 
 
 class OxfordPetsDataModule(DataModule):
