@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import os
 import warnings
@@ -14,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from lbam.data import cache
+from lbam.io import atomic_write
 
 # A dataset whose unusable source files exceed this fraction is refused rather than silently shrunk.
 MAX_BAD_FRACTION = 0.05
 # Group strata count each minority class per image up to this cap (BCCD: 0-3+ WBC, 0-3+ platelets).
 STRATUM_CAP = 3
 SPLIT_BY = ("image", "crop")
+# Bump when preprocessing changes so old caches are never reused.
+CACHE_VERSION = 2
 
 
 class DataError(RuntimeError):
@@ -310,9 +315,9 @@ class DataModule(pl.LightningDataModule):
     (sample ids in loader order), ``mean`` and ``std`` (per channel, of the training samples) and the
     loaders. Only :meth:`prepare_data` downloads. A problem the user can fix raises :class:`DataError`.
 
-    Subclasses set ``name``, ``classes``, ``urls``, ``required`` and define ``dataset_dir()``, ``_fetch()``,
-    ``_source_files()`` (fingerprinted for the cache), ``_index()`` (a cheap :class:`Index`: no pixel decoded)
-    and ``_decode(index)`` (``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``, cached on disk).
+    Subclasses set ``name``, ``classes``, ``urls``, ``folder`` (``dataset_dir()`` is ``root/folder``),
+    ``required``, ``fingerprinted`` and define ``_fetch()``, ``_index()`` (a cheap :class:`Index`: no pixel
+    decoded) and ``_decode(index)`` (:func:`decode_images`' dict, cached on disk).
     """
 
     name: str = ""
@@ -321,7 +326,9 @@ class DataModule(pl.LightningDataModule):
     urls: tuple[str, ...] = ()
     flips: tuple[int, ...] = (-1,)
     rrc_scale: tuple[float, float] | None = None
+    folder: str = ""
     required: tuple[str, ...] = ()  # paths under dataset_dir() that must exist
+    fingerprinted: tuple[str, ...] = ()  # glob patterns under dataset_dir() of the files the cache key hashes
     metadata: dict  # this and the rest after setup()
     train_ids: list[str]
     val_ids: list[str]
@@ -376,6 +383,9 @@ class DataModule(pl.LightningDataModule):
         """Side of the cached square images (larger than ``image_size`` when training crops from them)."""
         return self.image_size
 
+    def dataset_dir(self) -> Path:
+        return self.root / self.folder
+
     def _exists(self) -> bool:
         return all((self.dataset_dir() / p).exists() for p in self.required)
 
@@ -416,10 +426,7 @@ class DataModule(pl.LightningDataModule):
         dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
         planned = [i for i in index.ids if i not in dropped]
         plan = self._plan(planned, index.labels[[i not in dropped for i in index.ids]])  # before any decoding
-        source = cache.fingerprint(self._source_files(), self.dataset_dir())
-        key = {"dataset": self.name, "source": source, "size": self.stored_size}
-        self.cache_file = cache.cache_path(self.cache_dir, self.name, key)
-        data, self.cache_hit = cache.load_or_build(self.cache_file, lambda: self._decode(index))
+        data = self._cached(index)
         self.images, self.labels, self.ids = data["images"], data["labels"], list(data["ids"])
         self.skipped = index.skipped + list(data["skipped"])  # + images whose pixels could not be decoded
         self._check_skipped(self.skipped, index.n_sources)
@@ -434,6 +441,34 @@ class DataModule(pl.LightningDataModule):
         self.split_indices = {k: torch.from_numpy(keep[v]) for k, v in plan.items()}
         self._describe(index, len(keep), n_train_split)
         self._ready = True
+
+    def _cached(self, index: Index) -> dict:
+        """The decoded samples: read from the cache file, else decoded once and written atomically (a cache
+        file that cannot be read is rebuilt with a warning). The file's name hashes the stored size and the
+        relative paths, sizes and mtimes of the source files: a changed or replaced file changes it."""
+        d, h = self.dataset_dir(), hashlib.sha256()
+        for f in sorted(f for pattern in self.fingerprinted for f in d.glob(pattern)):
+            st = f.stat()
+            h.update(f"{f.relative_to(d).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        source = h.hexdigest()
+        key = {"dataset": self.name, "source": source, "size": self.stored_size, "version": CACHE_VERSION}
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        self.cache_file, self.cache_hit = self.cache_dir / self.name / f"{name}.pt", False
+        if self.cache_file.exists():
+            try:
+                data = torch.load(self.cache_file, weights_only=True)
+                if isinstance(data, dict) and all(k in data for k in ("images", "labels", "ids", "skipped")):
+                    self.cache_hit = True
+                    return data
+                problem = "not a cache of this version"
+            except Exception as e:  # any unreadable file: the cache is only ever a copy of the source
+                problem = f"{type(e).__name__}: {e}".splitlines()[0]
+            warnings.warn(f"rebuilding the corrupt data cache {self.cache_file} ({problem})", stacklevel=3)
+        data = self._decode(index)
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        atomic_write(self.cache_file, buffer.getbuffer())
+        return data
 
     def _describe(self, index: Index, n_usable: int, n_train_split: int) -> None:
         split = self.split_indices

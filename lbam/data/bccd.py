@@ -135,13 +135,12 @@ class BCCDDataModule(DataModule):
     classes = CLASS_NAMES
     urls = (BCCD_URL,)
     flips = (-1, -2)  # cells have no orientation: both flips are label-preserving
+    folder = "BCCD"
     required = ("Annotations", "JPEGImages")
+    fingerprinted = ("Annotations/*.xml", "JPEGImages/*.jpg")
 
     def __init__(self, root="data", image_size: int = 128, train_size: int | float = 4000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
-
-    def dataset_dir(self) -> Path:
-        return self.root / "BCCD"
 
     def _fetch(self) -> None:
         download.install(
@@ -151,10 +150,6 @@ class BCCDDataModule(DataModule):
             pick=_pick_bccd,
             check=_check_voc,
         )
-
-    def _source_files(self) -> list[Path]:
-        d = self.dataset_dir()
-        return sorted(d.glob("Annotations/*.xml")) + sorted(d.glob("JPEGImages/*.jpg"))
 
     def _index(self) -> Index:
         return index_voc(self.dataset_dir())

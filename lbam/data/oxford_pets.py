@@ -87,7 +87,9 @@ class OxfordPetsDataModule(DataModule):
     urls = tuple(s.url for s in PETS_SOURCES)
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
+    folder = "oxford-iiit-pet"
     required = ("images", "annotations/trainval.txt")
+    fingerprinted = ("annotations/trainval.txt", "images/*.jpg")
 
     def __init__(self, root="data", image_size: int = 224, train_size: int | float = 3000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
@@ -96,19 +98,12 @@ class OxfordPetsDataModule(DataModule):
     def stored_size(self) -> int:
         return round(self.image_size / CROP_FRACTION)
 
-    def dataset_dir(self) -> Path:
-        return self.root / "oxford-iiit-pet"
-
     def _fetch(self) -> None:
         def check(folder: Path) -> None:
             if not all((folder / p).exists() for p in self.required):
                 raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
 
         download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=check)
-
-    def _source_files(self) -> list[Path]:
-        d = self.dataset_dir()
-        return [d / "annotations" / "trainval.txt", *sorted((d / "images").glob("*.jpg"))]
 
     def _index(self) -> Index:
         return index_pets(self.dataset_dir())
