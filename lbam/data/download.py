@@ -8,7 +8,6 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
@@ -19,7 +18,6 @@ from lbam.data.base import DataError, DatasetNotFoundError, missing_message
 
 # Fail fast when offline: a dead network should cost seconds, not minutes.
 TIMEOUT_S = 15.0
-_CHUNK = 1 << 20
 
 
 class UnsafeArchiveError(DataError):
@@ -35,20 +33,19 @@ class Source:
     algo: str = "sha256"
 
 
-def fetch(source: Source, dest: Path, timeout: float = TIMEOUT_S) -> Path:
-    """Download ``source`` to ``dest`` (inside a private temp folder) and check its digest; raises OSError on
-    a network or checksum failure."""
+def fetch(source: Source, dest: Path) -> None:
+    """Download ``source`` to ``dest`` (inside a private temp folder) and check its digest; raises OSError
+    (``urllib.error.URLError`` is one) on a network or checksum failure."""
     h = hashlib.new(source.algo)
     request = urllib.request.Request(source.url, headers={"User-Agent": "lbam"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as fh:
-        while chunk := response.read(_CHUNK):
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as fh:
+        while chunk := response.read(1 << 20):
             fh.write(chunk)
             h.update(chunk)
     if source.digest is not None and h.hexdigest() != source.digest.lower():
         raise OSError(
             f"{source.algo} mismatch for {source.url}: got {h.hexdigest()}, expected {source.digest}"
         )
-    return dest
 
 
 def _target(root: Path, name: str, archive: Path) -> Path:
@@ -123,7 +120,7 @@ def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
 
 def install(
     name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path] = lambda staging: staging,
-    check: Callable[[Path], None] = lambda folder: None, timeout: float = TIMEOUT_S,
+    check: Callable[[Path], None] = lambda folder: None,
 ) -> Path:  # fmt: skip
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
@@ -145,8 +142,8 @@ def install(
         for i, source in enumerate(sources):
             archive = tmp / f"archive{i}"
             try:
-                fetch(source, archive, timeout=timeout)
-            except (urllib.error.URLError, OSError) as e:
+                fetch(source, archive)
+            except OSError as e:
                 reason = f"download failed: {getattr(e, 'reason', None) or e}"
                 raise DatasetNotFoundError(missing_message(name, target, urls, reason)) from e
             safe_extract(archive, staging)
