@@ -23,22 +23,6 @@ CLASS_NAMES = ("cat", "dog")
 CROP_FRACTION = 0.875
 
 
-def read_trainval(path: Path) -> list[tuple[str, int]]:
-    """(image id, label) per line of ``annotations/trainval.txt``; label 0 = cat (species 1), 1 = dog (2)."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) < 3 or fields[2] not in ("1", "2"):
-            raise DataError(
-                f"{path}:{n}: expected '<image> <class id> <species 1|2> ...', got {line!r}; restore the "
-                "official annotations (delete the dataset folder and download it again)"
-            )
-        rows.append((fields[0], int(fields[2]) - 1))
-    return rows
-
-
 def load_rgb(path: Path, side: int) -> Image.Image:
     """Decode any mode (L, P, RGBA, CMYK, ...) to RGB, centre-crop the largest square, resize it to ``side``².
 
@@ -58,10 +42,21 @@ def load_rgb(path: Path, side: int) -> Image.Image:
 
 
 def index_pets(base: Path) -> Index:
-    """The trainval list, with missing and empty image files skipped (no pixel decoded)."""
+    """``annotations/trainval.txt`` sorted by image id, label 0 = cat (species 1), 1 = dog (2); a missing or
+    empty image file is skipped (no pixel decoded)."""
+    path, rows = base / "annotations" / "trainval.txt", []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) < 3 or fields[2] not in ("1", "2"):
+            raise DataError(
+                f"{path}:{n}: expected '<image> <class id> <species 1|2> ...', got {line!r}; restore the "
+                "official annotations (delete the dataset folder and download it again)"
+            )
+        rows.append((fields[0], int(fields[2]) - 1))
     ids, labels, skipped = [], [], []
-    rows = sorted(read_trainval(base / "annotations" / "trainval.txt"))
-    for image_id, label in rows:
+    for image_id, label in sorted(rows):
         path = base / "images" / f"{image_id}.jpg"
         if image_id in ids[-1:]:
             skipped.append({"id": image_id, "reason": "listed twice in trainval.txt"})
