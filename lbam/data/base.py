@@ -223,14 +223,6 @@ def plan_split(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "train_split": train_split}
 
 
-def auto_num_workers() -> int:
-    """Loader processes for `num_workers: null`: the cores left after two for compute, at most 8.
-
-    Batches are slices of a preloaded uint8 tensor, so workers only pay off when cores are spare: on a 2-core
-    machine they took cores from the training threads (measured: 650-700 vs 800-875 images/s with none)."""
-    return max(0, min(8, (os.cpu_count() or 1) - 2))
-
-
 class BatchTensorDataset(Dataset):
     """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch).
 
@@ -254,18 +246,14 @@ class BatchTensorDataset(Dataset):
         if self.train and self.rrc_scale is not None:
             x = random_resized_crop(x, self.crop, self.rrc_scale, hflip=-1 in self.flips)
         else:
-            x = center_crop(x, self.crop)
+            top, left = (x.shape[-2] - self.crop) // 2, (x.shape[-1] - self.crop) // 2
+            x = x[..., top : top + self.crop, left : left + self.crop]
             if self.train:
                 for dim in self.flips:  # on uint8, before the 4x larger float copy
                     flip = (torch.rand(len(x)) < 0.5).nonzero().squeeze(1)  # index: cheaper than a mask
                     x[flip] = x[flip].flip(dim)
             x = x.float()
         return x.sub_(self.mean).div_(self.std), y
-
-
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size]
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], hflip: bool) -> torch.Tensor:
@@ -348,7 +336,10 @@ class DataModule(pl.LightningDataModule):
         num_workers: int | None = 0, pin_memory: bool | None = None, download: bool = False,
     ):  # fmt: skip
         super().__init__()
-        num_workers = auto_num_workers() if num_workers is None else num_workers
+        if num_workers is None:  # auto: the cores left after two for compute, at most 8. Batches are slices
+            # of a preloaded tensor, so workers pay off only when cores are spare: on a 2-core machine they
+            # took cores from the training threads (measured: 650-700 vs 800-875 images/s with none).
+            num_workers = max(0, min(8, (os.cpu_count() or 1) - 2))
         ints = {"image_size": (image_size, 8), "batch_size": (batch_size, 2), "split_seed": (split_seed, 0),
                 "subset_seed": (subset_seed, 0), "num_workers": (num_workers, 0)}  # fmt: skip
         if train_subset is not None:
