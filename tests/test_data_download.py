@@ -20,7 +20,7 @@ from lbam.data import (
 )
 from lbam.data import download as dl
 from lbam.data.__main__ import main as cli_main
-from lbam.data.bccd import BCCD_URL
+from lbam.data.bccd import BCCD_URL, pick_voc
 from lbam.data.oxford_pets import PETS_SOURCES
 from lbam.data.synthetic import write_bccd
 
@@ -155,12 +155,13 @@ def bccd_zip(tmp_path_factory):
 
 
 def _install(archive, digest, target, expected_images=3):
-    def check(folder):
+    def pick(staging):
+        folder = next(staging.glob("*/BCCD"))
         if len(list(folder.glob("JPEGImages/*.jpg"))) != expected_images:
             raise OSError("wrong image count")
+        return folder
 
-    pick = lambda staging: next(staging.glob("*/BCCD"))  # noqa: E731
-    return dl.install("bccd", [dl.Source(archive.as_uri(), digest)], target, pick=pick, check=check)
+    return dl.install("bccd", [dl.Source(archive.as_uri(), digest)], target, pick)
 
 
 def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
@@ -173,6 +174,16 @@ def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
     target = _install(archive, digest, tmp_path / "BCCD")
     assert sorted(p.name for p in target.iterdir()) == ["Annotations", "ImageSets", "JPEGImages"]
     assert os.listdir(tmp_path) == ["BCCD"]
+
+
+def test_bccd_archive_layout_and_count_are_checked(tmp_path, bccd_zip, monkeypatch):
+    dl.safe_extract(bccd_zip[0], tmp_path / "x")
+    with pytest.raises(OSError, match=r"incomplete: 3 annotations, 3 images \(expected 364\)"):
+        pick_voc(tmp_path / "x")
+    monkeypatch.setattr("lbam.data.bccd.BCCD_IMAGES", 3)
+    assert pick_voc(tmp_path / "x") == tmp_path / "x" / "BCCD_Dataset-abc" / "BCCD"
+    with pytest.raises(OSError, match="layout unexpected"):
+        pick_voc(tmp_path / "x" / "BCCD_Dataset-abc")
 
 
 def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):

@@ -106,20 +106,16 @@ def crop_boxes(voc_dir: Path, index: Index, image_size: int) -> dict:
     return decode_images(index, voc_dir / "JPEGImages", crops, image_size)
 
 
-def _check_voc(folder: Path) -> None:
-    n_xml = len(list((folder / "Annotations").glob("*.xml")))
-    n_jpg = len(list((folder / "JPEGImages").glob("*.jpg")))
+def pick_voc(staging: Path) -> Path:
+    """The VOC folder of the extracted GitHub archive (BCCD_Dataset-<commit>/BCCD/); OSError if incomplete."""
+    found = sorted(staging.glob("*/BCCD"))
+    if len(found) != 1:
+        raise OSError(f"BCCD archive layout unexpected: {[p.relative_to(staging).as_posix() for p in found]}")
+    n_xml, n_jpg = (len(list(found[0].glob(p))) for p in ("Annotations/*.xml", "JPEGImages/*.jpg"))
     if n_xml != BCCD_IMAGES or n_jpg != BCCD_IMAGES:
         raise OSError(
             f"BCCD archive incomplete: {n_xml} annotations, {n_jpg} images (expected {BCCD_IMAGES})"
         )
-
-
-def _pick_bccd(staging: Path) -> Path:
-    # The GitHub archive holds one folder BCCD_Dataset-<commit>/ with the VOC data in its BCCD/ sub-folder.
-    found = sorted(staging.glob("*/BCCD"))
-    if len(found) != 1:
-        raise OSError(f"BCCD archive layout unexpected: {[p.relative_to(staging).as_posix() for p in found]}")
     return found[0]
 
 
@@ -143,13 +139,7 @@ class BCCDDataModule(DataModule):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
     def _fetch(self) -> None:
-        download.install(
-            self.name,
-            [download.Source(BCCD_URL, BCCD_SHA256)],
-            self.dataset_dir(),
-            pick=_pick_bccd,
-            check=_check_voc,
-        )
+        download.install(self.name, [download.Source(BCCD_URL, BCCD_SHA256)], self.dataset_dir(), pick_voc)
 
     def _index(self) -> Index:
         return index_voc(self.dataset_dir())

@@ -118,15 +118,12 @@ def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
     return target
 
 
-def install(
-    name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path] = lambda staging: staging,
-    check: Callable[[Path], None] = lambda folder: None,
-) -> Path:  # fmt: skip
+def install(name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path]) -> Path:
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
-    GitHub archive); ``check`` raises OSError if its content is incomplete. ``target`` only ever appears
-    complete. Network, checksum or content failures raise :class:`DatasetNotFoundError`.
+    GitHub archive), raising OSError if its content is incomplete. ``target`` only ever appears complete.
+    Network, checksum or content failures raise :class:`DatasetNotFoundError`.
     """
     target, urls = Path(target), [s.url for s in sources]
     if target.exists():
@@ -149,12 +146,10 @@ def install(
             safe_extract(archive, staging)
             archive.unlink()
         try:
-            folder = pick(staging)
-            check(folder)
+            return pick(staging)
         except OSError as e:
             raise DatasetNotFoundError(
                 missing_message(name, target, urls, f"downloaded archive rejected: {e}")
             ) from e
-        return folder
 
     return atomic_dir(target, fill)

@@ -94,11 +94,12 @@ class OxfordPetsDataModule(DataModule):
         return round(self.image_size / CROP_FRACTION)
 
     def _fetch(self) -> None:
-        def check(folder: Path) -> None:
+        def pick(folder: Path) -> Path:  # the two archives extract side by side: images/, annotations/
             if not all((folder / p).exists() for p in self.required):
                 raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
+            return folder
 
-        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=check)
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick)
 
     def _index(self) -> Index:
         return index_pets(self.dataset_dir())
