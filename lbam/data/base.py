@@ -224,11 +224,9 @@ def plan_split(
 
 
 class BatchTensorDataset(Dataset):
-    """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch).
-
-    ``crop`` is the output side; stored images may be larger (centre crop at test, random-resized crop in
-    training when ``rrc_scale`` is set). ``flips`` lists the flip axes applied at random in training.
-    """
+    """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch) of side
+    ``crop``: at test the centre crop of the stored images; in training a random-resized crop (``rrc_scale``
+    set) or the centre crop, flipped at random along the axes ``flips``."""
 
     def __init__(self, images, labels, indices, mean, std, crop, train, flips=(), rrc_scale=None):
         # Keep the full tensors and index into them: no per-split copy of the (large) image cache.
@@ -257,10 +255,8 @@ class BatchTensorDataset(Dataset):
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], hflip: bool) -> torch.Tensor:
-    """Batched random-resized crop (area fraction in ``scale``, aspect 3/4..4/3) + optional h-flip.
-
-    One ``grid_sample`` call for the whole batch instead of a per-image PIL pipeline.
-    """
+    """Batched random-resized crop (area fraction in ``scale``, aspect 3/4..4/3) + optional h-flip: one
+    ``grid_sample`` call for the whole batch instead of a per-image PIL pipeline."""
     n = len(x)
     area = torch.empty(n).uniform_(*scale)
     log_r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3))
@@ -277,14 +273,12 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], 
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def channel_stats(
-    images: torch.Tensor, idx: torch.Tensor, chunk: int = 512
-) -> tuple[list[float], list[float]]:
+def channel_stats(images: torch.Tensor, idx: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units of ``images[idx]`` (uint8 N×3×H×W), exact: from the
     histogram of the 256 byte values (in float64), which is also faster than summing floats."""
     hist = torch.zeros(3, 256, dtype=torch.float64)
-    for i in range(0, len(idx), chunk):
-        x = images[idx[i : i + chunk]]
+    for i in range(0, len(idx), 512):  # in chunks of 512 images: no copy of the whole split
+        x = images[idx[i : i + 512]]
         for c in range(3):
             hist[c] += torch.bincount(x[:, c].reshape(-1), minlength=256).double()
     value = torch.arange(256, dtype=torch.float64) / 255
@@ -399,12 +393,8 @@ class DataModule(pl.LightningDataModule):
             )
 
     def _plan(self, ids: list[str], labels) -> dict[str, np.ndarray]:
-        kwargs = {
-            k: getattr(self, k)
-            for k in self.DEFINING
-            if k not in ("image_size", "batch_size", "drop_duplicates")
-        }
-        return plan_split(labels, ids, name=self.name, **kwargs)
+        split_args = set(self.DEFINING) - {"image_size", "batch_size", "drop_duplicates"}
+        return plan_split(labels, ids, name=self.name, **{k: getattr(self, k) for k in split_args})
 
     def setup(self, stage: str | None = None) -> None:
         """Index the source (cheap), plan the split (sizes checked), then load or build the decoded cache."""
