@@ -225,8 +225,9 @@ def plan_split(
 
 class BatchTensorDataset(Dataset):
     """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch) of side
-    ``crop``: at test the centre crop of the stored images; in training a random-resized crop (``rrc_scale``
-    set) or the centre crop, flipped at random along the axes ``flips``."""
+    ``crop``: at test the centre crop of the stored images; in training a random-resized crop when
+    ``rrc_scale`` is set (h-flipped at random if -1 is in ``flips``), else the centre crop randomly flipped
+    along each axis in ``flips``."""
 
     def __init__(self, images, labels, indices, mean, std, crop, train, flips=(), rrc_scale=None):
         # Keep the full tensors and index into them: no per-split copy of the (large) image cache.
