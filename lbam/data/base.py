@@ -36,10 +36,10 @@ class DatasetNotFoundError(DataError):
     """A dataset is neither on disk nor downloadable."""
 
 
-def missing_message(name: str, expected: Path, urls, reason: str = "") -> str:
+def not_found(name: str, expected: Path, urls, reason: str = "") -> DatasetNotFoundError:
     """The one-line error for a dataset that is missing and could not be fetched."""
     env = os.environ.get("LBAM_DATA_DIR")
-    return (
+    return DatasetNotFoundError(
         f"dataset '{name}' not found at {Path(expected).resolve()}" + (f" ({reason})" if reason else "")
         + f": download it when online with `python -m lbam.data download dataset={name}` (source: "
         + ", ".join(urls) + "), or point LBAM_DATA_DIR at the folder that contains it "
@@ -378,11 +378,8 @@ class DataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if not self._exists():
             if not self.download:
-                raise self._missing("download=False")
+                raise not_found(self.name, self.dataset_dir(), self.urls, "download=False")
             self._fetch()
-
-    def _missing(self, reason: str) -> DatasetNotFoundError:
-        return DatasetNotFoundError(missing_message(self.name, self.dataset_dir(), self.urls, reason))
 
     def _check_skipped(self, skipped: list[dict], n_sources: int) -> None:
         bad = [s for s in skipped if "#" not in s["id"]]  # whole source files
@@ -402,7 +399,7 @@ class DataModule(pl.LightningDataModule):
         if self._ready:
             return
         if not self._exists():
-            raise self._missing("")
+            raise not_found(self.name, self.dataset_dir(), self.urls)
         index = self._index()
         self._check_skipped(index.skipped, index.n_sources)
         dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
