@@ -299,8 +299,9 @@ class DataModule(pl.LightningDataModule):
     loaders. Only :meth:`prepare_data` downloads. A problem the user can fix raises :class:`DataError`.
 
     Subclasses set ``name``, ``classes``, ``urls``, ``folder`` (``dataset_dir()`` is ``root/folder``),
-    ``required``, ``fingerprinted`` and define ``_fetch()``, ``_index()`` (a cheap :class:`Index`: no pixel
-    decoded) and ``_decode(index)`` (:func:`decode_images`' dict, cached on disk).
+    ``required``, ``fingerprinted``, ``_index(dataset_dir)`` (a cheap :class:`Index`: no pixel decoded) and
+    ``_decode(dataset_dir, index, stored_size)`` (:func:`decode_images`' dict, cached on disk), and define
+    ``_fetch()``.
     """
 
     name: str = ""
@@ -400,7 +401,7 @@ class DataModule(pl.LightningDataModule):
             return
         if not self._exists():
             raise not_found(self.name, self.dataset_dir(), self.urls)
-        index = self._index()
+        index = self._index(self.dataset_dir())
         self._check_skipped(index.skipped, index.n_sources)
         dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
         planned = [i for i in index.ids if i not in dropped]
@@ -443,7 +444,7 @@ class DataModule(pl.LightningDataModule):
             except Exception as e:  # any unreadable file: the cache is only ever a copy of the source
                 problem = f"{type(e).__name__}: {e}".splitlines()[0]
             warnings.warn(f"rebuilding the corrupt data cache {self.cache_file} ({problem})", stacklevel=3)
-        data = self._decode(index)
+        data = self._decode(self.dataset_dir(), index, self.stored_size)
         buffer = io.BytesIO()
         torch.save(data, buffer)
         atomic_write(self.cache_file, buffer.getbuffer())

@@ -95,15 +95,15 @@ def index_voc(voc_dir: Path) -> Index:
     return Index(ids, np.asarray(labels, dtype=np.int64), len(xml_files), boxes, skipped, duplicates)
 
 
-def crop_boxes(voc_dir: Path, index: Index, image_size: int) -> dict:
-    """Decode each indexed image once and cut its boxes, resized to ``image_size``²."""
+def crop_boxes(voc_dir: Path, index: Index, side: int) -> dict:
+    """Decode each indexed image once and cut its boxes, resized to ``side``²."""
 
     def crops(path: Path, ks: list[int]) -> list[Image.Image]:
         with Image.open(path) as im:
             im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
-        return [im.resize((image_size, image_size), Image.BILINEAR, box=tuple(index.boxes[k])) for k in ks]
+        return [im.resize((side, side), Image.BILINEAR, box=tuple(index.boxes[k])) for k in ks]
 
-    return decode_images(index, voc_dir / "JPEGImages", crops, image_size)
+    return decode_images(index, voc_dir / "JPEGImages", crops, side)
 
 
 def pick_voc(staging: Path) -> Path:
@@ -134,15 +134,11 @@ class BCCDDataModule(DataModule):
     folder = "BCCD"
     required = ("Annotations", "JPEGImages")
     fingerprinted = ("Annotations/*.xml", "JPEGImages/*.jpg")
+    _index = staticmethod(index_voc)
+    _decode = staticmethod(crop_boxes)
 
     def __init__(self, root="data", image_size: int = 128, train_size: int | float = 4000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
     def _fetch(self) -> None:
         download.install(self.name, [download.Source(BCCD_URL, BCCD_SHA256)], self.dataset_dir(), pick_voc)
-
-    def _index(self) -> Index:
-        return index_voc(self.dataset_dir())
-
-    def _decode(self, index: Index) -> dict:
-        return crop_boxes(self.dataset_dir(), index, self.image_size)

@@ -85,6 +85,8 @@ class OxfordPetsDataModule(DataModule):
     folder = "oxford-iiit-pet"
     required = ("images", "annotations/trainval.txt")
     fingerprinted = ("annotations/trainval.txt", "images/*.jpg")
+    _index = staticmethod(index_pets)
+    _decode = staticmethod(decode_pets)
 
     def __init__(self, root="data", image_size: int = 224, train_size: int | float = 3000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
@@ -100,9 +102,3 @@ class OxfordPetsDataModule(DataModule):
             return folder
 
         download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick)
-
-    def _index(self) -> Index:
-        return index_pets(self.dataset_dir())
-
-    def _decode(self, index: Index) -> dict:
-        return decode_pets(self.dataset_dir(), index, self.stored_size)
