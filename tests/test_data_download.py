@@ -195,7 +195,8 @@ def test_pets_archives_install_side_by_side_and_both_are_needed(tmp_path, monkey
             tf.add(twin / part, arcname=part)
         archives.append(dl.Source((tmp_path / f"{part}.tar.gz").as_uri()))
     monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives[:1])
-    dm = OxfordPetsDataModule(root=tmp_path / "data", cache_dir=tmp_path, image_size=32, download=True)
+    kw = {"cache_dir": tmp_path, "image_size": 32, "train_size": 0.75, "download": True}
+    dm = OxfordPetsDataModule(root=tmp_path / "data", **kw)
     with pytest.raises(DatasetNotFoundError, match=r"incomplete: need images and annotations/trainval\.txt"):
         dm.prepare_data()
     monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives)
