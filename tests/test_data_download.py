@@ -20,9 +20,9 @@ from lbam.data import (
 )
 from lbam.data import download as dl
 from lbam.data.__main__ import main as cli_main
-from lbam.data.bccd import BCCD_URL
+from lbam.data.bccd import BCCD_URL, pick_voc
 from lbam.data.oxford_pets import PETS_SOURCES
-from lbam.data.synthetic import write_bccd
+from lbam.data.synthetic import write_bccd, write_pets
 
 
 @pytest.fixture
@@ -155,12 +155,13 @@ def bccd_zip(tmp_path_factory):
 
 
 def _install(archive, digest, target, expected_images=3):
-    def check(folder):
+    def pick(staging):
+        folder = next(staging.glob("*/BCCD"))
         if len(list(folder.glob("JPEGImages/*.jpg"))) != expected_images:
             raise OSError("wrong image count")
+        return folder
 
-    pick = lambda staging: next(staging.glob("*/BCCD"))  # noqa: E731
-    return dl.install("bccd", [dl.Source(archive.as_uri(), digest)], target, pick=pick, check=check)
+    return dl.install("bccd", [dl.Source(archive.as_uri(), digest)], target, pick)
 
 
 def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
@@ -173,6 +174,37 @@ def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
     target = _install(archive, digest, tmp_path / "BCCD")
     assert sorted(p.name for p in target.iterdir()) == ["Annotations", "ImageSets", "JPEGImages"]
     assert os.listdir(tmp_path) == ["BCCD"]
+
+
+def test_bccd_archive_layout_and_count_are_checked(tmp_path, bccd_zip, monkeypatch):
+    dl.safe_extract(bccd_zip[0], tmp_path / "x")
+    with pytest.raises(OSError, match=r"incomplete: 3 annotations, 3 images \(expected 364\)"):
+        pick_voc(tmp_path / "x")
+    monkeypatch.setattr("lbam.data.bccd.BCCD_IMAGES", 3)
+    assert pick_voc(tmp_path / "x") == tmp_path / "x" / "BCCD_Dataset-abc" / "BCCD"
+    with pytest.raises(OSError, match="layout unexpected"):
+        pick_voc(tmp_path / "x" / "BCCD_Dataset-abc")
+
+
+def test_pets_archives_install_side_by_side_and_both_are_needed(tmp_path, monkeypatch):
+    """The two Oxford-IIIT Pet archives (images/, annotations/) extract into one folder that then loads."""
+    twin = write_pets(tmp_path / "src")
+    archives = []
+    for part in ("images", "annotations"):
+        with tarfile.open(tmp_path / f"{part}.tar.gz", "w:gz") as tf:
+            tf.add(twin / part, arcname=part)
+        archives.append(dl.Source((tmp_path / f"{part}.tar.gz").as_uri()))
+    monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives[:1])
+    kw = {"cache_dir": tmp_path, "image_size": 32, "train_size": 0.75, "download": True}
+    dm = OxfordPetsDataModule(root=tmp_path / "data", **kw)
+    with pytest.raises(DatasetNotFoundError, match=r"incomplete: need images and annotations/trainval\.txt"):
+        dm.prepare_data()
+    monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives)
+    dm.prepare_data()
+    assert sorted(p.name for p in dm.dataset_dir().iterdir()) == ["annotations", "images"]
+    with pytest.warns(UserWarning, match="British_Shorthair_1"):  # the twin's corrupt file
+        dm.setup()
+    assert dm.metadata["n_total"] == 95
 
 
 def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):

@@ -194,6 +194,19 @@ def test_bad_files_are_skipped_counted_and_named(twin100, tmp_path):
     assert dm.metadata["n_images"] == 100
 
 
+def test_a_changed_source_file_is_a_new_cache_entry(twin100, tmp_path):
+    root = damaged(twin100, tmp_path)  # an untouched copy
+    first = SyntheticBCCDDataModule(root=root, cache_dir=tmp_path / "cache", image_size=16)
+    with pytest.warns(UserWarning):
+        first.setup()
+    xml = root / "BCCD" / "Annotations" / "BloodImage_00005.xml"
+    xml.write_text(xml.read_text() + "\n")
+    again = SyntheticBCCDDataModule(root=root, cache_dir=tmp_path / "cache", image_size=16)
+    with pytest.warns(UserWarning):
+        again.setup()
+    assert not again.cache_hit and again.cache_file != first.cache_file
+
+
 def test_too_many_bad_files_refuse_the_dataset(twin100, tmp_path):
     root = damaged(twin100, tmp_path, *(f"zero-bytes-{k}" for k in range(20, 26)))  # 6 of 100 > 5 %
     dm = SyntheticBCCDDataModule(root=root, cache_dir=tmp_path / "cache", image_size=16)

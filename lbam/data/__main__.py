@@ -7,18 +7,18 @@ import time
 import warnings
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from lbam.data.base import DataError
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 USAGE = "usage: python -m lbam.data {download,info} dataset=bccd|oxford_pets|synthetic_bccd|synthetic_pets [key=value ...]"
 
 
 def build(overrides: list[str]):
     """Compose ``configs/data.yaml`` with ``overrides`` and instantiate the dataset's DataModule."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from lbam.data.base import DataError
-
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="data", overrides=overrides)
     try:
@@ -59,8 +59,6 @@ def info(dm) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lbam.data.base import DataError
-
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("download", "info"):
         print(USAGE, file=sys.stderr)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import math
 import os
 import warnings
@@ -14,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from lbam.data import cache
+from lbam.io import atomic_write
 
 # A dataset whose unusable source files exceed this fraction is refused rather than silently shrunk.
 MAX_BAD_FRACTION = 0.05
 # Group strata count each minority class per image up to this cap (BCCD: 0-3+ WBC, 0-3+ platelets).
 STRATUM_CAP = 3
 SPLIT_BY = ("image", "crop")
+# Bump when preprocessing changes so old caches are never reused.
+CACHE_VERSION = 2
 
 
 class DataError(RuntimeError):
@@ -31,10 +36,10 @@ class DatasetNotFoundError(DataError):
     """A dataset is neither on disk nor downloadable."""
 
 
-def missing_message(name: str, expected: Path, urls, reason: str = "") -> str:
+def not_found(name: str, expected: Path, urls, reason: str = "") -> DatasetNotFoundError:
     """The one-line error for a dataset that is missing and could not be fetched."""
     env = os.environ.get("LBAM_DATA_DIR")
-    return (
+    return DatasetNotFoundError(
         f"dataset '{name}' not found at {Path(expected).resolve()}" + (f" ({reason})" if reason else "")
         + f": download it when online with `python -m lbam.data download dataset={name}` (source: "
         + ", ".join(urls) + "), or point LBAM_DATA_DIR at the folder that contains it "
@@ -55,8 +60,24 @@ class Index:
     duplicates: list[dict] = field(default_factory=list)
 
 
-def stack(out: dict, side: int) -> dict:
-    """A decoder's lists (``images`` of uint8 3×S×S, ``labels``, ``ids``, ``skipped``) as cacheable tensors."""
+def decode_images(index: Index, folder: Path, load, side: int) -> dict:
+    """Decode each source image ``folder/<image>.jpg`` of ``index`` once: ``load(path, ks)`` returns the RGB
+    images (``side``²) of its samples ``ks``. A file the decoder rejects (OSError) is skipped whole, any other
+    error surfaces. Returns what is cached: ``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``."""
+    out = {"images": [], "labels": [], "ids": [], "skipped": []}
+    members: dict[str, list[int]] = {}
+    for k, sample_id in enumerate(index.ids):
+        members.setdefault(sample_id.split("#")[0], []).append(k)  # <image>#<box>
+    for stem, ks in members.items():
+        path = folder / f"{stem}.jpg"
+        try:
+            crops = load(path, ks)
+        except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
+            out["skipped"].append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
+            continue
+        out["images"] += [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in crops]
+        out["labels"] += index.labels[ks].tolist()
+        out["ids"] += [index.ids[k] for k in ks]
     images = torch.stack(out["images"]) if out["images"] else torch.zeros(0, 3, side, side, dtype=torch.uint8)
     return {**out, "images": images, "labels": torch.tensor(out["labels"], dtype=torch.int64)}
 
@@ -202,20 +223,11 @@ def plan_split(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test), "train_split": train_split}
 
 
-def auto_num_workers() -> int:
-    """Loader processes for `num_workers: null`: the cores left after two for compute, at most 8.
-
-    Batches are slices of a preloaded uint8 tensor, so workers only pay off when cores are spare: on a 2-core
-    machine they took cores from the training threads (measured: 650-700 vs 800-875 images/s with none)."""
-    return max(0, min(8, (os.cpu_count() or 1) - 2))
-
-
 class BatchTensorDataset(Dataset):
-    """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch).
-
-    ``crop`` is the output side; stored images may be larger (centre crop at test, random-resized crop in
-    training when ``rrc_scale`` is set). ``flips`` lists the flip axes applied at random in training.
-    """
+    """Indexed by a list of sample indices, returns a whole normalised batch (one tensor op per batch) of side
+    ``crop``: at test the centre crop of the stored images; in training a random-resized crop when
+    ``rrc_scale`` is set (h-flipped at random if -1 is in ``flips``), else the centre crop randomly flipped
+    along each axis in ``flips``."""
 
     def __init__(self, images, labels, indices, mean, std, crop, train, flips=(), rrc_scale=None):
         # Keep the full tensors and index into them: no per-split copy of the (large) image cache.
@@ -233,7 +245,8 @@ class BatchTensorDataset(Dataset):
         if self.train and self.rrc_scale is not None:
             x = random_resized_crop(x, self.crop, self.rrc_scale, hflip=-1 in self.flips)
         else:
-            x = center_crop(x, self.crop)
+            top, left = (x.shape[-2] - self.crop) // 2, (x.shape[-1] - self.crop) // 2
+            x = x[..., top : top + self.crop, left : left + self.crop]
             if self.train:
                 for dim in self.flips:  # on uint8, before the 4x larger float copy
                     flip = (torch.rand(len(x)) < 0.5).nonzero().squeeze(1)  # index: cheaper than a mask
@@ -242,16 +255,9 @@ class BatchTensorDataset(Dataset):
         return x.sub_(self.mean).div_(self.std), y
 
 
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
 def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], hflip: bool) -> torch.Tensor:
-    """Batched random-resized crop (area fraction in ``scale``, aspect 3/4..4/3) + optional h-flip.
-
-    One ``grid_sample`` call for the whole batch instead of a per-image PIL pipeline.
-    """
+    """Batched random-resized crop (area fraction in ``scale``, aspect 3/4..4/3) + optional h-flip: one
+    ``grid_sample`` call for the whole batch instead of a per-image PIL pipeline."""
     n = len(x)
     area = torch.empty(n).uniform_(*scale)
     log_r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3))
@@ -268,14 +274,12 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: tuple[float, float], 
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def channel_stats(
-    images: torch.Tensor, idx: torch.Tensor, chunk: int = 512
-) -> tuple[list[float], list[float]]:
+def channel_stats(images: torch.Tensor, idx: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units of ``images[idx]`` (uint8 N×3×H×W), exact: from the
     histogram of the 256 byte values (in float64), which is also faster than summing floats."""
     hist = torch.zeros(3, 256, dtype=torch.float64)
-    for i in range(0, len(idx), chunk):
-        x = images[idx[i : i + chunk]]
+    for i in range(0, len(idx), 512):  # in chunks of 512 images: no copy of the whole split
+        x = images[idx[i : i + 512]]
         for c in range(3):
             hist[c] += torch.bincount(x[:, c].reshape(-1), minlength=256).double()
     value = torch.arange(256, dtype=torch.float64) / 255
@@ -294,9 +298,10 @@ class DataModule(pl.LightningDataModule):
     (sample ids in loader order), ``mean`` and ``std`` (per channel, of the training samples) and the
     loaders. Only :meth:`prepare_data` downloads. A problem the user can fix raises :class:`DataError`.
 
-    Subclasses set ``name``, ``classes``, ``urls``, ``required`` and define ``dataset_dir()``, ``_fetch()``,
-    ``_source_files()`` (fingerprinted for the cache), ``_index()`` (a cheap :class:`Index`: no pixel decoded)
-    and ``_decode(index)`` (``{"images": uint8 N×3×S×S, "labels", "ids", "skipped"}``, cached on disk).
+    Subclasses set ``name``, ``classes``, ``urls``, ``folder`` (``dataset_dir()`` is ``root/folder``),
+    ``required``, ``fingerprinted``, ``_index(dataset_dir)`` (a cheap :class:`Index`: no pixel decoded) and
+    ``_decode(dataset_dir, index, stored_size)`` (:func:`decode_images`' dict, cached on disk), and define
+    ``_fetch()``.
     """
 
     name: str = ""
@@ -305,7 +310,9 @@ class DataModule(pl.LightningDataModule):
     urls: tuple[str, ...] = ()
     flips: tuple[int, ...] = (-1,)
     rrc_scale: tuple[float, float] | None = None
+    folder: str = ""
     required: tuple[str, ...] = ()  # paths under dataset_dir() that must exist
+    fingerprinted: tuple[str, ...] = ()  # glob patterns under dataset_dir() of the files the cache key hashes
     metadata: dict  # this and the rest after setup()
     train_ids: list[str]
     val_ids: list[str]
@@ -325,7 +332,10 @@ class DataModule(pl.LightningDataModule):
         num_workers: int | None = 0, pin_memory: bool | None = None, download: bool = False,
     ):  # fmt: skip
         super().__init__()
-        num_workers = auto_num_workers() if num_workers is None else num_workers
+        if num_workers is None:  # auto: the cores left after two for compute, at most 8. Batches are slices
+            # of a preloaded tensor, so workers pay off only when cores are spare: on a 2-core machine they
+            # took cores from the training threads (measured: 650-700 vs 800-875 images/s with none).
+            num_workers = max(0, min(8, (os.cpu_count() or 1) - 2))
         ints = {"image_size": (image_size, 8), "batch_size": (batch_size, 2), "split_seed": (split_seed, 0),
                 "subset_seed": (subset_seed, 0), "num_workers": (num_workers, 0)}  # fmt: skip
         if train_subset is not None:
@@ -360,17 +370,17 @@ class DataModule(pl.LightningDataModule):
         """Side of the cached square images (larger than ``image_size`` when training crops from them)."""
         return self.image_size
 
+    def dataset_dir(self) -> Path:
+        return self.root / self.folder
+
     def _exists(self) -> bool:
         return all((self.dataset_dir() / p).exists() for p in self.required)
 
     def prepare_data(self) -> None:
         if not self._exists():
             if not self.download:
-                raise self._missing("download=False")
+                raise not_found(self.name, self.dataset_dir(), self.urls, "download=False")
             self._fetch()
-
-    def _missing(self, reason: str) -> DatasetNotFoundError:
-        return DatasetNotFoundError(missing_message(self.name, self.dataset_dir(), self.urls, reason))
 
     def _check_skipped(self, skipped: list[dict], n_sources: int) -> None:
         bad = [s for s in skipped if "#" not in s["id"]]  # whole source files
@@ -382,28 +392,21 @@ class DataModule(pl.LightningDataModule):
             )
 
     def _plan(self, ids: list[str], labels) -> dict[str, np.ndarray]:
-        kwargs = {
-            k: getattr(self, k)
-            for k in self.DEFINING
-            if k not in ("image_size", "batch_size", "drop_duplicates")
-        }
-        return plan_split(labels, ids, name=self.name, **kwargs)
+        split_args = set(self.DEFINING) - {"image_size", "batch_size", "drop_duplicates"}
+        return plan_split(labels, ids, name=self.name, **{k: getattr(self, k) for k in split_args})
 
     def setup(self, stage: str | None = None) -> None:
         """Index the source (cheap), plan the split (sizes checked), then load or build the decoded cache."""
         if self._ready:
             return
         if not self._exists():
-            raise self._missing("")
-        index = self._index()
+            raise not_found(self.name, self.dataset_dir(), self.urls)
+        index = self._index(self.dataset_dir())
         self._check_skipped(index.skipped, index.n_sources)
         dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
         planned = [i for i in index.ids if i not in dropped]
         plan = self._plan(planned, index.labels[[i not in dropped for i in index.ids]])  # before any decoding
-        source = cache.fingerprint(self._source_files(), self.dataset_dir())
-        key = {"dataset": self.name, "source": source, "size": self.stored_size}
-        self.cache_file = cache.cache_path(self.cache_dir, self.name, key)
-        data, self.cache_hit = cache.load_or_build(self.cache_file, lambda: self._decode(index))
+        data = self._cached(index)
         self.images, self.labels, self.ids = data["images"], data["labels"], list(data["ids"])
         self.skipped = index.skipped + list(data["skipped"])  # + images whose pixels could not be decoded
         self._check_skipped(self.skipped, index.n_sources)
@@ -418,6 +421,34 @@ class DataModule(pl.LightningDataModule):
         self.split_indices = {k: torch.from_numpy(keep[v]) for k, v in plan.items()}
         self._describe(index, len(keep), n_train_split)
         self._ready = True
+
+    def _cached(self, index: Index) -> dict:
+        """The decoded samples: read from the cache file, else decoded once and written atomically (a cache
+        file that cannot be read is rebuilt with a warning). The file's name hashes the stored size and the
+        relative paths, sizes and mtimes of the source files: a changed or replaced file changes it."""
+        d, h = self.dataset_dir(), hashlib.sha256()
+        for f in sorted(f for pattern in self.fingerprinted for f in d.glob(pattern)):
+            st = f.stat()
+            h.update(f"{f.relative_to(d).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        source = h.hexdigest()
+        key = {"dataset": self.name, "source": source, "size": self.stored_size, "version": CACHE_VERSION}
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        self.cache_file, self.cache_hit = self.cache_dir / self.name / f"{name}.pt", False
+        if self.cache_file.exists():
+            try:
+                data = torch.load(self.cache_file, weights_only=True)
+                if isinstance(data, dict) and all(k in data for k in ("images", "labels", "ids", "skipped")):
+                    self.cache_hit = True
+                    return data
+                problem = "not a cache of this version"
+            except Exception as e:  # any unreadable file: the cache is only ever a copy of the source
+                problem = f"{type(e).__name__}: {e}".splitlines()[0]
+            warnings.warn(f"rebuilding the corrupt data cache {self.cache_file} ({problem})", stacklevel=3)
+        data = self._decode(self.dataset_dir(), index, self.stored_size)
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        atomic_write(self.cache_file, buffer.getbuffer())
+        return data
 
     def _describe(self, index: Index, n_usable: int, n_train_split: int) -> None:
         split = self.split_indices

@@ -6,11 +6,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, stack
+from lbam.data.base import DataError, DataModule, Index, decode_images
 
 # GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts. Its sha256
 # could not be computed offline when this was written, so the download is checked by structure instead (364
@@ -96,43 +95,27 @@ def index_voc(voc_dir: Path) -> Index:
     return Index(ids, np.asarray(labels, dtype=np.int64), len(xml_files), boxes, skipped, duplicates)
 
 
-def crop_boxes(voc_dir: Path, index: Index, image_size: int) -> dict:
-    """Decode each indexed image once and cut its boxes, resized to ``image_size``²; an image whose pixels
-    cannot be decoded (e.g. a truncated JPEG) is skipped whole."""
-    out = {"images": [], "labels": [], "ids": [], "skipped": []}
-    members: dict[str, list[int]] = {}
-    for k, sample_id in enumerate(index.ids):
-        members.setdefault(sample_id.split("#")[0], []).append(k)
-    for stem, ks in members.items():
-        path = voc_dir / "JPEGImages" / f"{stem}.jpg"
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
-        except OSError as e:
-            out["skipped"].append({"id": stem, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"})
-            continue
-        for k in ks:
-            crop = im.resize((image_size, image_size), Image.BILINEAR, box=tuple(index.boxes[k]))
-            out["images"].append(torch.from_numpy(np.array(crop)).permute(2, 0, 1))
-            out["labels"].append(int(index.labels[k]))
-            out["ids"].append(index.ids[k])
-    return stack(out, image_size)
+def crop_boxes(voc_dir: Path, index: Index, side: int) -> dict:
+    """Decode each indexed image once and cut its boxes, resized to ``side``²."""
+
+    def crops(path: Path, ks: list[int]) -> list[Image.Image]:
+        with Image.open(path) as im:
+            im = im.convert("RGB")  # forces the decode inside the try: PIL reads pixels lazily
+        return [im.resize((side, side), Image.BILINEAR, box=tuple(index.boxes[k])) for k in ks]
+
+    return decode_images(index, voc_dir / "JPEGImages", crops, side)
 
 
-def _check_voc(folder: Path) -> None:
-    n_xml = len(list((folder / "Annotations").glob("*.xml")))
-    n_jpg = len(list((folder / "JPEGImages").glob("*.jpg")))
+def pick_voc(staging: Path) -> Path:
+    """The VOC folder of the extracted GitHub archive (BCCD_Dataset-<commit>/BCCD/); OSError if incomplete."""
+    found = sorted(staging.glob("*/BCCD"))
+    if len(found) != 1:
+        raise OSError(f"BCCD archive layout unexpected: {[p.relative_to(staging).as_posix() for p in found]}")
+    n_xml, n_jpg = (len(list(found[0].glob(p))) for p in ("Annotations/*.xml", "JPEGImages/*.jpg"))
     if n_xml != BCCD_IMAGES or n_jpg != BCCD_IMAGES:
         raise OSError(
             f"BCCD archive incomplete: {n_xml} annotations, {n_jpg} images (expected {BCCD_IMAGES})"
         )
-
-
-def _pick_bccd(staging: Path) -> Path:
-    # The GitHub archive holds one folder BCCD_Dataset-<commit>/ with the VOC data in its BCCD/ sub-folder.
-    found = sorted(staging.glob("*/BCCD"))
-    if len(found) != 1:
-        raise OSError(f"BCCD archive layout unexpected: {[p.relative_to(staging).as_posix() for p in found]}")
     return found[0]
 
 
@@ -148,29 +131,14 @@ class BCCDDataModule(DataModule):
     classes = CLASS_NAMES
     urls = (BCCD_URL,)
     flips = (-1, -2)  # cells have no orientation: both flips are label-preserving
+    folder = "BCCD"
     required = ("Annotations", "JPEGImages")
+    fingerprinted = ("Annotations/*.xml", "JPEGImages/*.jpg")
+    _index = staticmethod(index_voc)
+    _decode = staticmethod(crop_boxes)
 
     def __init__(self, root="data", image_size: int = 128, train_size: int | float = 4000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
-    def dataset_dir(self) -> Path:
-        return self.root / "BCCD"
-
     def _fetch(self) -> None:
-        download.install(
-            self.name,
-            [download.Source(BCCD_URL, BCCD_SHA256)],
-            self.dataset_dir(),
-            pick=_pick_bccd,
-            check=_check_voc,
-        )
-
-    def _source_files(self) -> list[Path]:
-        d = self.dataset_dir()
-        return sorted(d.glob("Annotations/*.xml")) + sorted(d.glob("JPEGImages/*.jpg"))
-
-    def _index(self) -> Index:
-        return index_voc(self.dataset_dir())
-
-    def _decode(self, index: Index) -> dict:
-        return crop_boxes(self.dataset_dir(), index, self.image_size)
+        download.install(self.name, [download.Source(BCCD_URL, BCCD_SHA256)], self.dataset_dir(), pick_voc)

@@ -8,18 +8,16 @@ import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbam.data.base import DataError, DatasetNotFoundError, missing_message
+from lbam.data.base import DataError, DatasetNotFoundError, not_found
 
 # Fail fast when offline: a dead network should cost seconds, not minutes.
 TIMEOUT_S = 15.0
-_CHUNK = 1 << 20
 
 
 class UnsafeArchiveError(DataError):
@@ -35,42 +33,40 @@ class Source:
     algo: str = "sha256"
 
 
-def fetch(source: Source, dest: Path, timeout: float = TIMEOUT_S) -> Path:
-    """Download ``source`` to ``dest`` (inside a private temp folder) and check its digest; raises OSError on
-    a network or checksum failure."""
+def fetch(source: Source, dest: Path) -> None:
+    """Download ``source`` to ``dest`` (inside a private temp folder) and check its digest; raises OSError
+    (``urllib.error.URLError`` is one) on a network or checksum failure."""
     h = hashlib.new(source.algo)
     request = urllib.request.Request(source.url, headers={"User-Agent": "lbam"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as fh:
-        while chunk := response.read(_CHUNK):
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as fh:
+        while chunk := response.read(1 << 20):
             fh.write(chunk)
             h.update(chunk)
     if source.digest is not None and h.hexdigest() != source.digest.lower():
         raise OSError(
             f"{source.algo} mismatch for {source.url}: got {h.hexdigest()}, expected {source.digest}"
         )
-    return dest
 
 
-def _target(root: Path, name: str, archive: Path) -> Path:
-    """Where member ``name`` lands, with every link on the way resolved as the filesystem is now; refused
-    unless it stays inside ``root``. ``root`` must be resolved."""
+def _check_inside(root: Path, name: str, archive: Path) -> None:
+    """Refuse member ``name`` unless where it lands, with every link on the way resolved as the filesystem is
+    now, stays inside ``root`` (resolved)."""
     where = Path(os.path.realpath(root / name))
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or not where.is_relative_to(root):
         raise UnsafeArchiveError(f"{archive.name}: member {name!r} escapes {root}; refusing the archive")
-    return where
 
 
 def _check_tar_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
-    _target(root, m.name, archive)
+    _check_inside(root, m.name, archive)
     if os.path.lexists(root / m.name) and not (m.isdir() and (root / m.name).is_dir()):
         # Replacing an extracted path (e.g. re-pointing a checked link) could redirect later members.
         raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} overwrites an earlier member")
     if m.issym():
         if os.path.isabs(m.linkname):  # would point elsewhere once the folder is renamed into place
             raise UnsafeArchiveError(f"{archive.name}: link {m.name!r} -> {m.linkname!r} escapes {root}")
-        _target(root, os.path.join(os.path.dirname(m.name), m.linkname), archive)
+        _check_inside(root, os.path.join(os.path.dirname(m.name), m.linkname), archive)
     elif m.islnk():
-        _target(root, m.linkname, archive)
+        _check_inside(root, m.linkname, archive)
     elif not (m.isfile() or m.isdir()):
         raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device file or fifo")
 
@@ -88,7 +84,7 @@ def safe_extract(archive: Path, root: Path) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                _target(root, info.filename, archive)
+                _check_inside(root, info.filename, archive)
                 if stat.S_ISLNK(info.external_attr >> 16):
                     # zipfile would write the link as a plain file; refuse rather than guess.
                     raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symlink")
@@ -121,43 +117,38 @@ def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
     return target
 
 
-def install(
-    name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path] = lambda staging: staging,
-    check: Callable[[Path], None] = lambda folder: None, timeout: float = TIMEOUT_S,
-) -> Path:  # fmt: skip
+def install(name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path]) -> Path:
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
-    GitHub archive); ``check`` raises OSError if its content is incomplete. ``target`` only ever appears
-    complete. Network, checksum or content failures raise :class:`DatasetNotFoundError`.
+    GitHub archive), raising OSError if its content is incomplete. ``target`` only ever appears complete.
+    Network, checksum or content failures raise :class:`DatasetNotFoundError`.
     """
-    target, urls = Path(target), [s.url for s in sources]
+    target = Path(target)
+
+    def missing(reason: str) -> DatasetNotFoundError:
+        return not_found(name, target, [s.url for s in sources], reason)
+
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Mode bits, not just os.access: a folder marked read-only stays untouched even for root.
     if not os.access(target.parent, os.W_OK) or not target.parent.stat().st_mode & stat.S_IWUSR:
-        reason = f"{target.parent} is read-only; set LBAM_DATA_DIR to a writable folder to download"
-        raise DatasetNotFoundError(missing_message(name, target, urls, reason))
+        raise missing(f"{target.parent} is read-only; set LBAM_DATA_DIR to a writable folder to download")
 
     def fill(tmp: Path) -> Path:
         staging = tmp / "x"
         for i, source in enumerate(sources):
             archive = tmp / f"archive{i}"
             try:
-                fetch(source, archive, timeout=timeout)
-            except (urllib.error.URLError, OSError) as e:
-                reason = f"download failed: {getattr(e, 'reason', None) or e}"
-                raise DatasetNotFoundError(missing_message(name, target, urls, reason)) from e
+                fetch(source, archive)
+            except OSError as e:
+                raise missing(f"download failed: {getattr(e, 'reason', None) or e}") from e
             safe_extract(archive, staging)
             archive.unlink()
         try:
-            folder = pick(staging)
-            check(folder)
+            return pick(staging)
         except OSError as e:
-            raise DatasetNotFoundError(
-                missing_message(name, target, urls, f"downloaded archive rejected: {e}")
-            ) from e
-        return folder
+            raise missing(f"downloaded archive rejected: {e}") from e
 
     return atomic_dir(target, fill)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, stack
+from lbam.data.base import DataError, DataModule, Index, decode_images
 
 # The archives and md5 digests torchvision's OxfordIIITPet downloads (its _RESOURCES); fetched here with
 # lbam's downloader for the short timeout, member checks and the all-or-nothing rename.
@@ -22,22 +21,6 @@ CLASS_NAMES = ("cat", "dog")
 # Cached side = image_size / CROP_FRACTION (224 -> 256): training takes random-resized crops from it,
 # evaluation the centre crop, the usual 224-of-256 protocol.
 CROP_FRACTION = 0.875
-
-
-def read_trainval(path: Path) -> list[tuple[str, int]]:
-    """(image id, label) per line of ``annotations/trainval.txt``; label 0 = cat (species 1), 1 = dog (2)."""
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) < 3 or fields[2] not in ("1", "2"):
-            raise DataError(
-                f"{path}:{n}: expected '<image> <class id> <species 1|2> ...', got {line!r}; restore the "
-                "official annotations (delete the dataset folder and download it again)"
-            )
-        rows.append((fields[0], int(fields[2]) - 1))
-    return rows
 
 
 def load_rgb(path: Path, side: int) -> Image.Image:
@@ -59,10 +42,21 @@ def load_rgb(path: Path, side: int) -> Image.Image:
 
 
 def index_pets(base: Path) -> Index:
-    """The trainval list, with missing and empty image files skipped (no pixel decoded)."""
+    """``annotations/trainval.txt`` sorted by image id, label 0 = cat (species 1), 1 = dog (2); a missing or
+    empty image file is skipped (no pixel decoded)."""
+    path, rows = base / "annotations" / "trainval.txt", []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) < 3 or fields[2] not in ("1", "2"):
+            raise DataError(
+                f"{path}:{n}: expected '<image> <class id> <species 1|2> ...', got {line!r}; restore the "
+                "official annotations (delete the dataset folder and download it again)"
+            )
+        rows.append((fields[0], int(fields[2]) - 1))
     ids, labels, skipped = [], [], []
-    rows = sorted(read_trainval(base / "annotations" / "trainval.txt"))
-    for image_id, label in rows:
+    for image_id, label in sorted(rows):
         path = base / "images" / f"{image_id}.jpg"
         if image_id in ids[-1:]:
             skipped.append({"id": image_id, "reason": "listed twice in trainval.txt"})
@@ -76,20 +70,7 @@ def index_pets(base: Path) -> Index:
 
 def decode_pets(base: Path, index: Index, side: int) -> dict:
     """Decode every indexed image once; an image the decoder rejects is skipped, any other error surfaces."""
-    out = {"images": [], "labels": [], "ids": [], "skipped": []}
-    for image_id, label in zip(index.ids, index.labels.tolist()):
-        path = base / "images" / f"{image_id}.jpg"
-        try:
-            im = load_rgb(path, side)
-        except OSError as e:  # PIL.UnidentifiedImageError, a truncated or broken data stream
-            out["skipped"].append(
-                {"id": image_id, "reason": f"unreadable {path.name}: {type(e).__name__}: {e}"}
-            )
-            continue
-        out["images"].append(torch.from_numpy(np.array(im)).permute(2, 0, 1))
-        out["labels"].append(label)
-        out["ids"].append(image_id)
-    return stack(out, side)
+    return decode_images(index, base / "images", lambda path, ks: [load_rgb(path, side)], side)
 
 
 class OxfordPetsDataModule(DataModule):
@@ -101,7 +82,11 @@ class OxfordPetsDataModule(DataModule):
     urls = tuple(s.url for s in PETS_SOURCES)
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
+    folder = "oxford-iiit-pet"
     required = ("images", "annotations/trainval.txt")
+    fingerprinted = ("annotations/trainval.txt", "images/*.jpg")
+    _index = staticmethod(index_pets)
+    _decode = staticmethod(decode_pets)
 
     def __init__(self, root="data", image_size: int = 224, train_size: int | float = 3000, **kwargs):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
@@ -110,22 +95,10 @@ class OxfordPetsDataModule(DataModule):
     def stored_size(self) -> int:
         return round(self.image_size / CROP_FRACTION)
 
-    def dataset_dir(self) -> Path:
-        return self.root / "oxford-iiit-pet"
-
     def _fetch(self) -> None:
-        def check(folder: Path) -> None:
+        def pick(folder: Path) -> Path:  # the two archives extract side by side: images/, annotations/
             if not all((folder / p).exists() for p in self.required):
                 raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
+            return folder
 
-        download.install(self.name, PETS_SOURCES, self.dataset_dir(), check=check)
-
-    def _source_files(self) -> list[Path]:
-        d = self.dataset_dir()
-        return [d / "annotations" / "trainval.txt", *sorted((d / "images").glob("*.jpg"))]
-
-    def _index(self) -> Index:
-        return index_pets(self.dataset_dir())
-
-    def _decode(self, index: Index) -> dict:
-        return decode_pets(self.dataset_dir(), index, self.stored_size)
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick)

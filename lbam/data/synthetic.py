@@ -7,6 +7,7 @@ into place, so a present folder is always complete.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,7 @@ class _SyntheticMixin:
 
     is_synthetic = True
     urls = ("(generated locally by lbam.data.synthetic)",)
-    write = staticmethod(lambda root: None)  # the layout writer: write_bccd or write_pets
+    write: Callable[[Path], Path]  # the layout writer: write_bccd or write_pets
 
     def __init__(self, root=None, cache_dir="data/.cache", image_size=32, train_size=0.75, **kwargs):
         root = Path(cache_dir) / "synthetic" / f"v{SYNTHETIC_VERSION}" if root is None else root
@@ -165,14 +166,11 @@ class _SyntheticMixin:
             root=root, cache_dir=cache_dir, image_size=image_size, train_size=train_size, **kwargs
         )
 
-    def _fetch(self) -> None:  # "downloading" a twin is writing it
+    def prepare_data(self) -> None:  # "downloading" a twin is writing it
         self.write(self.root)
 
-    def prepare_data(self) -> None:
-        self._fetch()
-
     def setup(self, stage: str | None = None) -> None:
-        self._fetch()  # also when prepare_data was not called (e.g. a plain script or test)
+        self.prepare_data()  # also when prepare_data was not called (e.g. a plain script or test)
         super().setup(stage)
 
 
