@@ -14,6 +14,8 @@ import json
 import math
 import platform
 import subprocess
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,14 +97,17 @@ FIELDS = {f.name: f for f in dataclasses.fields(Row)}
 REQUIRED = tuple(name for name, f in FIELDS.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)  # fmt: skip
 METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
 REQUIRED_OK = (*METRICS, "params", "attention_params", "macs", "flops", "n_train", "n_test", "train_seconds")
-_TYPES = {
-    "experiment": str, "run_name": str, "profile": str, "seed": int, "overrides": list, "dataset": str,
-    "synthetic": bool, "backbone": str, "attention": str, "attention_kwargs": dict, "placement": str,
-    "width_mult": (int, float), "image_size": int, "status": str, "epochs": int, "steps": int,
-    "params": int, "attention_params": int, "macs": int, "flops": int, "n_train": int, "n_val": int,
-    "n_test": int, "train_seconds": (int, float), "images_per_second": (int, float), "compiled": bool,
-    "class_names": list, "history": list, "analysis": dict,
-}  # fmt: skip
+
+
+def _types(hint) -> tuple[type, ...]:
+    """The JSON types a field's annotation admits (``int | None`` → (int,); ``dict[str, Any]`` → (dict,)); a float
+    field takes an int too, and Any takes anything."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    out = tuple(typing.get_origin(a) or a for a in args if a is not type(None))
+    return (object,) if typing.Any in out else out + ((int,) if float in out else ())
+
+
+_TYPES = {name: _types(hint) for name, hint in typing.get_type_hints(Row).items()}
 
 
 def row_problem(d: Any) -> str | None:
@@ -123,21 +128,21 @@ def row_problem(d: Any) -> str | None:
         missing = [k for k in REQUIRED_OK if d.get(k) is None]
         if missing:
             return f"an ok row needs {missing}"
-    for key, types in _TYPES.items():
+    for key in (*METRICS, "val_acc"):
+        value = d.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0
+        ):
+            return f"{key}={value!r} is not a fraction in [0, 1]"
+    for key, admitted in _TYPES.items():
         value = d.get(key)
         if value is None:
             continue
         # bool is an int in Python: accept it only where a bool is meant.
-        if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
-            return f"{key}={value!r} is not {getattr(types, '__name__', 'a number')}"
+        if not isinstance(value, admitted) or (isinstance(value, bool) and bool not in admitted):
+            return f"{key}={value!r} is not {admitted[0].__name__}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{key}={value!r} is not finite"
-    for key in (*METRICS, "val_acc"):
-        value = d.get(key)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
-        ):
-            return f"{key}={value!r} is not a fraction in [0, 1]"
     for key in ("params", "attention_params", "macs", "flops", "n_train", "n_test", "seed", "epochs"):
         if isinstance(d.get(key), int) and d[key] < 0:
             return f"{key}={d[key]} is negative"
