@@ -69,7 +69,7 @@ class Row:
     steps: int = 0
     train_seconds: float | None = None  # the timed epochs, compilation excluded
     compile_seconds: float | None = None  # torch.compile's first-step overhead; None when not compiled
-    images_per_second: float | None = None
+    images_per_second: float | None = None  # over the epochs after the first (compilation, warm-up)
     compiled: bool = False
     n_train: int | None = None
     n_val: int | None = None

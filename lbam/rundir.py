@@ -88,11 +88,16 @@ class RunLock:
         )
 
 
-def remove_stale_temps(*folders: Path) -> None:
-    """Temp files left by a process killed between writing and renaming (`.<name>.<random>.tmp`)."""
-    for folder in folders:
-        for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
-            tmp.unlink(missing_ok=True)
+def remove_stale_temps(run_dir: Path, row_file: Path) -> None:
+    """Temp files of this run left by a process killed between writing and renaming (`.<name>.<random>.tmp`):
+    its checkpoint's, and its row's and predictions'. Other runs' temp files beside the row are theirs (they may
+    be writing right now, e.g. jobs of one sweep on a cluster), so only this run's own names are matched."""
+    stale = [*Path(run_dir, "checkpoints").glob(".*.tmp")]
+    stale += Path(row_file).parent.glob(
+        f".{Path(row_file).stem}.*.tmp"
+    )  # .<run>.json.* and .<run>.preds.csv.*
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
 
 
 def usable_checkpoint(path: Path) -> Path | None:

@@ -95,7 +95,7 @@ def train(
     name = run_name(cfg.attention.name, overrides, cfg.seed)
     with open_dict(cfg):
         cfg.run_name = name
-    gpu = resolve_auto(cfg)
+    resolve_auto(cfg)
     run_dir = Path(cfg.paths.experiments_dir) / cfg.experiment_name / name
     results_dir = Path(cfg.paths.results_dir)
     out = row_path(results_dir, cfg.experiment_name, name)
@@ -105,7 +105,7 @@ def train(
     module = build_model(cfg, dm.class_names)
 
     with RunLock(run_dir, f"{cfg.experiment_name}/{name}", active=os.environ.get("LOCAL_RANK", "0") == "0"):
-        remove_stale_temps(run_dir / "checkpoints", out.parent)
+        remove_stale_temps(run_dir, out)
         if finished_here(run_dir) and out.is_file() and not cfg.force:
             log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
             return load_row(out).to_dict()
@@ -117,7 +117,7 @@ def train(
 
         dm.prepare_data()
         dm.setup("fit")
-        row = _base_row(cfg, name, overrides, dm, module, gpu)
+        row = _base_row(cfg, name, overrides, dm, module)
         trainer = instantiate(
             cfg.trainer,
             callbacks=[*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *callbacks],
@@ -160,9 +160,8 @@ def train(
                 val_acc=val[-1] if val else None,
                 checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
             )
-        except (
-            Exception
-        ) as e:  # a failed run is a row; a kill (BaseException) leaves the checkpoint to resume
+        # A failed run is a row; a kill (a BaseException) leaves the checkpoint to resume from.
+        except Exception as e:
             if not trainer.is_global_zero:
                 raise
             row.status, row.error, preds = "failed", f"{type(e).__name__}: {str(e).splitlines()[0]}", None
@@ -186,7 +185,7 @@ def thinned(history: list[dict], keep: int = 50) -> list[dict]:
     return [history[min(len(history) - 1, round((i + 1) * step) - 1)] for i in range(keep)]
 
 
-def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifier, gpu: bool) -> Row:
+def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifier) -> Row:
     from lbam.complexity import profile_model
 
     meta = dm.metadata

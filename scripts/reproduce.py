@@ -83,7 +83,7 @@ def print_cpu_estimate(experiment: str, n_train: int) -> None:
     seeds = len(str(params.get("seed", "0")).split(","))
     steps = math.ceil(n_train / cfg.dataset.batch_size) * cfg.trainer.max_epochs
     per_run = [steps * step_seconds(experiment, a) for a in attentions]
-    hours = (sum(per_run) + per_run[-1]) * seeds / 3600
+    hours = (sum(per_run) + per_run[-1]) * seeds / 3600  # + the lbam residual=false row, as costly as lbam
     print(
         f"[reproduce] {experiment}: no GPU; about {hours:.1f} h on this CPU ({min(per_run) / 60:.0f}-"
         f"{max(per_run) / 60:.0f} min per run, {len(attentions) + 1} settings x {seeds} seeds). Ctrl+C stops it "

@@ -4,6 +4,7 @@ the predictions, the checkpoint, skip and resume, failures, locks and the comman
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -241,29 +242,41 @@ def test_a_second_start_of_the_same_run_is_refused_and_a_stale_lock_is_taken_ove
     (rd / ".lock").write_text(f"{dead.stdout.strip()} {os.uname().nodename}\n")  # its process is gone
     (rd / "checkpoints").mkdir()
     (rd / "checkpoints" / ".last.ckpt.123-abc.tmp").write_bytes(b"partial")  # left by a kill mid-save
+    runs = tmp_path / "results" / "runs" / "embodiment1_quick"
+    runs.mkdir(parents=True)
+    mine = runs / f".{rd.name}.json.x1.tmp"  # this run's row, killed before its rename
+    theirs = runs / f".{rd.name}1.json.x2.tmp"  # another run's, possibly being written right now
+    for tmp in (mine, theirs):
+        tmp.write_text("{")
     row = train(compose(overrides), overrides)
     assert row["status"] == "ok" and not (rd / ".lock").exists()
-    assert not list(rd.rglob("*.tmp"))
+    assert not list(rd.rglob("*.tmp")) and not mine.exists() and theirs.exists()
 
 
 def test_two_processes_start_the_same_run_one_trains(tmp_path, data_cache):
-    cmd = [
-        sys.executable,
-        "-m",
-        "lbam.train",
-        *tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=3"),
-    ]
-    procs = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
-    refused = next(err for code, err in results if code == 2)
-    assert "already running" in refused and "Traceback" not in refused
+    # 100 tiny epochs (~15 s): the first process still holds the lock when the second, started once the lock
+    # file exists, gets to it.
+    overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=100")
+    cmd = [sys.executable, "-m", "lbam.train", *overrides]
+
+    def start():
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start()
+    from lbam.config import run_name
+
+    lock = tmp_path / "experiments" / "embodiment1_quick" / run_name("none", overrides, 0) / ".lock"
+    for _ in range(600):
+        if lock.exists() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert lock.exists(), "the first process never took the lock"
+    second = start()
+    (_, err2), (_, err1) = second.communicate(timeout=300), first.communicate(timeout=300)
+    assert second.returncode == 2 and "already running" in err2 and "Traceback" not in err2, err2[-2000:]
+    assert first.returncode == 0, err1[-2000:]  # the first run is unharmed
     (row,) = (tmp_path / "results" / "runs" / "embodiment1_quick").glob("*.json")
-    assert load_row(row).status == "ok"
+    assert load_row(row).status == "ok" and not lock.exists()
 
 
 @pytest.mark.slow
