@@ -4,8 +4,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Real data root; ../shared/data is where the real BCCD lies on the project's machines.
-export LBAM_DATA_DIR ?= $(if $(wildcard ../shared/data/BCCD),$(abspath ../shared/data),data)
+# The data folder follows lbam.paths (LBAM_DATA_DIR, paths.data_dir, ../shared/data, data/): one rule for make,
+# the command-line tools and the tests.
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k attention"
 PYTEST_ARGS ?=
 

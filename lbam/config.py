@@ -9,15 +9,13 @@ import inspect
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from lbam.paths import CONFIG_DIR  # also registers the path resolvers the configs use
 from lbam.results import PROFILES
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 # Overrides that change where or how fast a run trains, not what it computes: left out of the run name and the row.
 _NOISE_KEYS = {"experiment", "attention", "seed", "force", "paths", "local", "logger", "verbose"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
@@ -82,6 +83,17 @@ class Row:
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
     checkpoint: str | None = None  # relative to the experiments folder
     predictions_file: str | None = None  # beside the row: id,target,pred per test sample
+    # Identity: what the row claims to be; the report recomputes and checks each (lbam.report.rows).
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved config that defines the result
+    config_hash: str | None = None  # digest(config); the checkpoint carries the same
+    split_hash: str | None = None  # digest of the train / val / test sample ids
+    predictions_sha256: str | None = None  # sha256 of the predictions file's bytes
+    resumed: bool = False  # training continued from the checkpoint of an interrupted run
+    # Compilation and sharing: what the speed figures mean.
+    compiles: int | None = None  # torch.compile graph compilations during the run; None when not compiled
+    recompile_limit_hit: bool = False  # dynamo gave up on a frame: part of the run ran eagerly
+    world_size: int = 1  # processes that trained it (devices x nodes); images/s is summed over them
+    concurrent_jobs: int = 1  # runs sharing this machine at once (joblib launcher): images/s was shared
     # Provenance.
     device: str | None = None
     precision: str | None = None
@@ -97,6 +109,14 @@ FIELDS = {f.name: f for f in dataclasses.fields(Row)}
 REQUIRED = tuple(name for name, f in FIELDS.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)  # fmt: skip
 METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
 REQUIRED_OK = (*METRICS, "params", "attention_params", "macs", "flops", "n_train", "n_test", "train_seconds")
+IDENTITY = ("config_hash", "split_hash", "predictions_sha256")
+
+
+def digest(obj: Any) -> str:
+    """16 hex digits of the sha256 of ``obj`` as canonical JSON (sorted keys, no spaces): the fingerprint of a
+    config or a split, the same in the runner, the checkpoint and the report."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _types(hint) -> tuple[type, ...]:
@@ -201,18 +221,22 @@ def read_predictions(row: Row, row_file: str | Path) -> list[tuple[str, int, int
 
 def write_row(row: Row, preds: list[tuple[str, int, int]] | None, results_dir: str | Path) -> Path:
     """Write ``row`` (validated) under ``results_dir`` and, if given, its predictions beside it; predictions go
-    first, so a row never points at a missing file. Returns the row's path."""
-    d = row.to_dict()
-    problem = row_problem(d)
-    if problem:
-        raise RowError(f"refusing to write an invalid row {row.run_name}: {problem}")
+    first, so a row never points at a missing file, and the row records their sha256. Returns the row's path."""
     path = row_path(results_dir, row.experiment, row.run_name)
+    data = None
     if preds is not None:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["id", "target", "pred"])
         writer.writerows(preds)
-        atomic_write(predictions_path(row, path), buf.getvalue())
+        data = buf.getvalue().encode("utf-8")
+        row.predictions_sha256 = hashlib.sha256(data).hexdigest()
+    d = row.to_dict()
+    problem = row_problem(d)
+    if problem:
+        raise RowError(f"refusing to write an invalid row {row.run_name}: {problem}")
+    if data is not None:
+        atomic_write(predictions_path(row, path), data)
     atomic_write(path, json.dumps(d, indent=2) + "\n")
     return path
 

@@ -37,6 +37,7 @@ from lbam.config import (
 )
 from lbam.data import DataError
 from lbam.module import LitClassifier, throughput
+from lbam.paths import PACKAGE_DIR
 from lbam.results import Row, device_string, git_commit, load_row, row_path, write_row
 from lbam.rundir import (
     RunLock,
@@ -217,7 +218,7 @@ def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifie
         predictions_file=f"{name}.preds.csv",
         device=device_string(cfg.trainer.accelerator, int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)),
         precision=str(cfg.trainer.precision),
-        commit=git_commit(CONFIG_DIR.parent),
+        commit=git_commit(PACKAGE_DIR),
         torch_version=torch.__version__,
     )
 

@@ -1,6 +1,5 @@
 """Shared fixtures: where the real data is, and a session-wide synthetic data cache (never the network)."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,10 @@ def pytest_configure(config):
 
 
 def real_data_dir() -> Path:
-    """LBAM_DATA_DIR if set, else ../shared/data beside the checkout (where the real BCCD lies)."""
-    env = os.environ.get("LBAM_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+    """The folder holding the real BCCD, by the project's one rule (lbam.paths: LBAM_DATA_DIR, ../shared/data)."""
+    from lbam.paths import data_root
+
+    return data_root(folder="BCCD")
 
 
 @pytest.fixture(scope="session")

@@ -186,7 +186,7 @@ def hydra_cfg():
 
 def test_hydra_run_dir_is_the_run_directory(hydra_cfg):
     cfg = hydra_cfg(["experiment=embodiment1", "attention=eca", "seed=2", "attention.kernel_size=5"])
-    expected = "experiments/embodiment1/eca__kernel_size=5__seed2"
+    expected = f"{ROOT}/experiments/embodiment1/eca__kernel_size=5__seed2"  # anchored to the checkout
     assert OmegaConf.select(cfg, "hydra.run.dir") == expected
     assert f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" == expected
 

@@ -1,5 +1,7 @@
 """The row schema (lbam.results), its predictions file, the one atomic write, metrics and provenance."""
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -31,7 +33,13 @@ def test_a_written_row_loads_back_with_its_predictions(tmp_path):
     path = write_row(ok_row(), PREDS, tmp_path)
     assert path == tmp_path / "runs" / "exp" / "lbam__seed0.json"
     row = load_row(path)
-    assert row == ok_row() and read_predictions(row, path) == PREDS
+    assert (
+        row.predictions_sha256
+        == hashlib.sha256(path.with_name("lbam__seed0.preds.csv").read_bytes()).hexdigest()
+    )
+    assert (
+        dataclasses.replace(row, predictions_sha256=None) == ok_row() and read_predictions(row, path) == PREDS
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["lbam__seed0.json", "lbam__seed0.preds.csv"]
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from lbam.data.base import DataError
+from lbam.paths import CONFIG_DIR  # also registers the path resolvers the configs use
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 USAGE = "usage: python -m lbam.data {download,info} dataset=bccd|oxford_pets|synthetic_bccd|synthetic_pets [key=value ...]"
 
 

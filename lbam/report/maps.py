@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from lbam.attention import capture_maps
 from lbam.models import build_backbone
+from lbam.paths import data_root, project_root
 from lbam.report.rows import GROUP, ReportError, Results, Run
 
 MAP_NAMES = {"image": "image", "spatial": "σ(spatial)", "full": "M, mean over C"}
@@ -53,8 +54,8 @@ def load_model(run: Run, path: Path) -> torch.nn.Module:
 
 
 def build_datamodule(run: Run):
-    """The row's datamodule set up for its test split; data and cache folders from LBAM_DATA_DIR and
-    LBAM_CACHE_DIR (default data/ and data/.cache)."""
+    """The row's datamodule set up for its test split; the data folder by the project's rule (``lbam.paths``:
+    LBAM_DATA_DIR, ../shared/data, data/), the cache in LBAM_CACHE_DIR or <root>/data/.cache."""
     from pytorch_lightning import LightningDataModule
 
     if not run.row.datamodule:
@@ -70,8 +71,8 @@ def build_datamodule(run: Run):
         raise ReportError(
             f"{run.path}: datamodule _target_ {target!r} is not a LightningDataModule of lbam.data"
         )
-    spec["root"] = os.environ.get("LBAM_DATA_DIR", "data")
-    spec["cache_dir"] = os.environ.get("LBAM_CACHE_DIR", "data/.cache")
+    spec["root"] = str(data_root(folder=getattr(cls, "folder", None)))
+    spec["cache_dir"] = os.environ.get("LBAM_CACHE_DIR", str(project_root() / "data" / ".cache"))
     try:
         dm = cls(**spec)
         dm.prepare_data()

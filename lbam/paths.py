@@ -1,0 +1,79 @@
+"""Where things live: the one place that says where the configs, the project folders and the data are.
+
+- **Project root** (``paths.root``): ``LBAM_ROOT`` if set, else the checkout that holds this package (a source
+  tree or an editable install), else the working directory (an installed wheel). ``experiments/``, ``results/``
+  and ``data/.cache/`` live under it, whatever the working directory.
+- **Data root**, per dataset folder (``BCCD``, ``oxford-iiit-pet``): the first of
+  1. ``LBAM_DATA_DIR``;
+  2. a configured ``paths.data_dir``;
+  3. ``../shared/data`` beside the project root, when it holds that dataset (where the project's machines keep
+     the real BCCD, read-only);
+  4. ``<root>/data``.
+
+  The Makefile, the command-line tools and the tests all go through :func:`data_root`. A folder named by 1 or 2
+  that does not exist is an error (see ``lbam.data``), never created: a typo must not become an empty dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PACKAGE_DIR / "configs"
+
+
+def project_root() -> Path:
+    """``LBAM_ROOT``, else the checkout holding this package, else the working directory."""
+    env = os.environ.get("LBAM_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file():  # a source tree; site-packages holds none
+        return checkout
+    return Path.cwd().resolve()
+
+
+def default_data_dir() -> Path:
+    """``<root>/data``: the one data folder that downloads may create."""
+    return project_root() / "data"
+
+
+def data_source(configured: str | None = None, folder: str | None = None) -> tuple[Path, str]:
+    """(data root, which rule chose it: ``LBAM_DATA_DIR``, ``paths.data_dir``, ``shared`` or ``default``)."""
+    env = os.environ.get("LBAM_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve(), "LBAM_DATA_DIR"
+    if configured:
+        return Path(str(configured)).expanduser().resolve(), "paths.data_dir"
+    shared = project_root().parent / "shared" / "data"
+    if (shared / (folder or "BCCD")).is_dir():
+        return shared, "shared"
+    return default_data_dir(), "default"
+
+
+def data_root(configured: str | None = None, folder: str | None = None) -> Path:
+    """The folder holding dataset ``folder`` (see the module docstring for the order)."""
+    return data_source(configured, folder)[0]
+
+
+def _data_dir_resolver(configured: str | None = None, folder: str | None = None) -> str:
+    return str(data_root(configured, folder))
+
+
+# ${lbam_root:} and ${lbam_data_dir:${paths.data_dir},BCCD} in configs/paths and configs/dataset.
+OmegaConf.register_new_resolver("lbam_root", lambda: str(project_root()), replace=True)
+OmegaConf.register_new_resolver("lbam_data_dir", _data_dir_resolver, replace=True)
+
+
+def main() -> None:
+    """`python -m lbam.paths [FOLDER]`: print the data root for FOLDER (default BCCD), e.g. for the Makefile."""
+    import sys
+
+    print(data_root(folder=sys.argv[1] if len(sys.argv) > 1 else None))
+
+
+if __name__ == "__main__":
+    main()
