@@ -18,8 +18,8 @@ from lbam.paths import CONFIG_DIR  # also registers the path resolvers the confi
 from lbam.results import PROFILES
 
 # Overrides that change where or how fast a run trains, not what it computes: left out of the run name and the row.
-_NOISE_KEYS = {"experiment", "attention", "seed", "force", "paths", "local", "logger", "verbose"}
-_NOISE_PREFIXES = ("hydra", "paths.", "logger.")
+_NOISE_KEYS = {"experiment", "attention", "seed", "force", "paths", "local", "logger", "verbose", "sweeps"}
+_NOISE_PREFIXES = ("hydra", "paths.", "logger.", "sweeps.")
 _NOISE_DOTTED = {
     "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "dataset.num_workers", "dataset.pin_memory",
