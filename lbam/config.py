@@ -19,13 +19,19 @@ from lbam.results import PROFILES
 
 # Overrides that change where or how fast a run trains, not what it computes: left out of the run name and the row.
 _NOISE_KEYS = {"experiment", "attention", "seed", "force", "paths", "local", "logger", "verbose", "sweeps"}
-_NOISE_PREFIXES = ("hydra", "paths.", "logger.", "sweeps.")
+# Checkpoint and logging options change where a run writes, never what it computes.
+_NOISE_PREFIXES = ("hydra", "paths.", "logger.", "sweeps.", "callbacks.last_checkpoint.")
 _NOISE_DOTTED = {
-    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
-    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "dataset.num_workers", "dataset.pin_memory",
-    "dataset.root", "dataset.cache_dir", "dataset.download", "model.compile", "model.channels_last",
+    "trainer.accelerator", "trainer.strategy", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+    "trainer.enable_checkpointing", "trainer.benchmark", "dataset.num_workers", "dataset.pin_memory",
+    "dataset.on_device", "dataset.root", "dataset.cache_dir", "dataset.download", "model.compile",
+    "model.channels_last", "model.check_every", "model.compile_backend",
+    # The world size names a run through world_overrides (devices x nodes change the global batch), whatever
+    # way it was set (trainer=ddp, trainer.devices=4): the typed values are replaced by its canonical tokens.
+    "trainer.devices", "trainer.num_nodes",
 }  # fmt: skip
-_DEVICE_TRAINERS = {"default", "cpu", "gpu", "ddp"}
+_WORLD = {"trainer.devices", "trainer.num_nodes"}
+_DEVICE_TRAINERS = {"default", "cpu", "gpu", "ddp", "ddp_spawn"}
 _CANONICAL = {"True": "true", "False": "false", "None": "null"}
 _MAX_NAME = 100
 
@@ -38,12 +44,28 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def relevant_overrides(overrides: Sequence[str]) -> list[str]:
+def world_overrides(trainer) -> list[str]:
+    """`trainer.devices=N` / `trainer.num_nodes=M` when a run trains on more than one device: the batch size is
+    per device, so N devices train another run than one (its name and row say so)."""
+    out = []
+    for key in ("devices", "num_nodes"):
+        value = trainer.get(key, 1) if trainer is not None else 1
+        if value not in (1, "1", None, "auto"):
+            out.append(f"trainer.{key}={_CANONICAL.get(str(value), str(value)).replace(' ', '')}")
+    return out
+
+
+def relevant_overrides(overrides: Sequence[str], trainer=None) -> list[str]:
     """The overrides that define a run beyond its experiment, attention group and seed, sorted (device, paths,
-    workers and logging are noise: the same run on another machine keeps its name)."""
-    kept = []
+    workers and logging are noise: the same run on another machine keeps its name), plus the world size of
+    ``trainer`` (the trainer config) when it is above one device. Without ``trainer`` (a row's overrides, already
+    canonical), typed `trainer.devices` / `trainer.num_nodes` values are kept as they are."""
+    kept = world_overrides(trainer)
     for o in overrides:
         key, value = _key(o), o.split("=", 1)[1] if "=" in o else ""
+        if key in _WORLD and trainer is None:  # a row's canonical overrides: its world tokens stay
+            kept.append(o)
+            continue
         if key in _NOISE_KEYS or key in _NOISE_DOTTED or key.startswith(_NOISE_PREFIXES):
             continue
         if key == "trainer" and value in _DEVICE_TRAINERS:
@@ -54,10 +76,11 @@ def relevant_overrides(overrides: Sequence[str]) -> list[str]:
     return sorted(kept)
 
 
-def run_name(attention: str, overrides: Sequence[str], seed: int) -> str:
+def run_name(attention: str, overrides: Sequence[str], seed: int, trainer=None) -> str:
     """Deterministic, filesystem-safe run name, e.g. `lbam__kernel_size=3__seed0`; a hash keeps long or rewritten
     names distinct."""
-    raw = "__".join([attention] + [o.removeprefix("attention.") for o in relevant_overrides(overrides)])
+    relevant = relevant_overrides(overrides, trainer)
+    raw = "__".join([attention] + [o.removeprefix("attention.") for o in relevant])
     safe = re.sub(r"[^A-Za-z0-9._,=+-]", "_", raw.replace("/", "-"))
     if safe != raw or len(safe) > _MAX_NAME:
         safe = f"{safe[: _MAX_NAME - 10]}__{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
@@ -66,7 +89,7 @@ def run_name(attention: str, overrides: Sequence[str], seed: int) -> str:
 
 def _run_name_resolver(*, _root_: DictConfig) -> str:
     overrides = list(_root_.hydra.overrides.task) if "hydra" in _root_ else []
-    return run_name(_root_.attention.name, overrides, _root_.seed)
+    return run_name(_root_.attention.name, overrides, _root_.seed, _root_.get("trainer"))
 
 
 # hydra.run.dir and hydra.sweep.subdir (configs/train.yaml) use it: Hydra's output dir is the run directory.
@@ -94,6 +117,7 @@ def _is_num(v) -> bool:
 
 
 _CHOICES = {
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
     "model.compile": ("auto", True, False),
     "model.channels_last": ("auto", True, False),
     "scheduler.interval": (None, "epoch", "step"),
@@ -111,8 +135,15 @@ _RULES = {  # key: (what it must be, test)
             "null, an integer >= 0 or a fraction in [0, 1]",
             lambda v: v is None or (_is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1),
         )
-        for s in ("train", "val", "test")
+        for s in ("val", "test")
     },
+    "trainer.limit_train_batches": (  # 0 would train nothing and leave no checkpoint to test
+        "null, an integer >= 1 or a fraction in (0, 1]",
+        lambda v: v is None or (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+    ),
+    "scheduler.step_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "scheduler.T_max": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "dataset.batch_size": ("an integer >= 2 (batch norm needs two samples)", lambda v: _is_int(v) and v >= 2),
     "analysis.noninferiority_margin": ("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
     "analysis.alpha": ("a number in (0, 1)", lambda v: _is_num(v) and 0 < v < 1),
 }
@@ -193,25 +224,39 @@ def _interactive() -> bool:
 def resolve_auto(cfg: DictConfig) -> bool:
     """Fill the machine-dependent values in place and return whether the run uses a GPU.
 
-    accelerator auto → gpu when CUDA is present; precision null → bf16-mixed on a bf16-capable GPU, else 32-true;
-    deterministic null → "warn" on the CPU (same seed, same numbers), off on the GPU; progress bar null → on in an
-    interactive terminal outside sweeps; model.compile / channels_last auto → on for GPU runs, off on the CPU (the
-    short CPU runs would not repay compile's warm-up).
+    accelerator auto → gpu when CUDA is present (gpu/cuda without CUDA is an error, never a silent CPU run);
+    precision null → bf16-mixed on a GPU that computes bf16 natively (compute capability ≥ 8.0), 16-mixed (fp16
+    with a loss scaler) on older GPUs, 32-true on the CPU; deterministic null → "warn" on the CPU (same seed, same
+    numbers), off on the GPU; benchmark null → cuDNN's autotuner on a GPU unless deterministic; progress bar null →
+    on in an interactive terminal outside sweeps; model.compile / channels_last auto → on for GPU runs, off on the
+    CPU (the short CPU runs would not repay compile's warm-up).
     """
     t, m = cfg.trainer, cfg.model
     gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} but this machine has no CUDA device: use trainer.accelerator=cpu "
+            "(or auto)"
+        )
     with open_dict(cfg):
         t.accelerator = "gpu" if gpu else "cpu"
         if t.get("precision") is None:
-            t.precision = "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+            t.precision = ("bf16-mixed" if native_bf16() else "16-mixed") if gpu else "32-true"
         if t.get("deterministic") is None:
             t.deterministic = None if gpu else "warn"
+        if t.get("benchmark") is None:
+            t.benchmark = bool(gpu and not t.deterministic)
         if t.get("enable_progress_bar") is None:
             t.enable_progress_bar = _interactive()
         for key in ("compile", "channels_last"):
             if m[key] == "auto":
                 m[key] = gpu
     return gpu
+
+
+def native_bf16() -> bool:
+    """bf16 is native from compute capability 8.0 (Ampere) on; V100 and T4 only emulate it, slowly."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 
 
 def to_container(node) -> dict | list | None:

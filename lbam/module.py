@@ -1,23 +1,31 @@
 """LightningModule of every run: cross-entropy training of `lbam.models.build_backbone(**model_kwargs)`, validation
-accuracy, and the test evaluation (confusion matrix → `lbam.metrics`, per-sample predictions kept for the row).
+accuracy, and the test evaluation (per-sample predictions → `lbam.metrics`).
 
 Checkpoints rebuild the network with `build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])` and the
 `model.`-prefixed weights of `ckpt["state_dict"]`; compiling (`compile=True`, `nn.Module.compile` in place) keeps
-those keys, so checkpoints of compiled runs load into uncompiled models.
+those keys, so checkpoints of compiled runs load into uncompiled models. A checkpoint also carries the run's
+identity (`lbam_identity`: run name, config and split hashes, checked before resuming), its history and the RNG
+states, so that a resumed run continues exactly where the interrupted one stopped.
+
+No per-step host synchronisation: metrics accumulate on the device, and a non-finite loss is flagged on the device
+and checked every `check_every` steps and at the end of each epoch.
 """
 
 from __future__ import annotations
 
+import random
 import time
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy
 
-from lbam.metrics import classification_metrics
+from lbam.compile import CompileCounter
+from lbam.metrics import classification_metrics, confusion_matrix
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -25,7 +33,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class LitClassifier(pl.LightningModule):
-    """`history` (one dict per finished epoch: loss, accuracy, val accuracy, seconds, images) travels in the
+    """`history` (one dict per finished epoch: loss, accuracy, val accuracy, seconds, images, step) travels in the
     checkpoint, so a resumed run keeps what it trained before the interruption."""
 
     def __init__(
@@ -36,97 +44,156 @@ class LitClassifier(pl.LightningModule):
         class_names: list[str] | None = None,
         compile: bool = False,
         channels_last: bool = False,
+        check_every: int = 50,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the runner logs the run's overrides as hparams instead
         from lbam.models import build_backbone
 
         self.model = build_backbone(**model_kwargs)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         n = model_kwargs["num_classes"]
-        self.train_loss = MeanMetric()
-        self.train_acc = MulticlassAccuracy(n, average="micro")
-        self.val_acc = MulticlassAccuracy(n, average="micro")
-        self.test_cm = MulticlassConfusionMatrix(n)
+        # validate_args=False and nan_strategy="disable": their checks read values back to the host every step.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.train_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.history: list[dict] = []
+        self.identity: dict = {}  # set by the runner; saved in and checked against checkpoints
+        self.compiler = CompileCounter(compile_backend)
         self.test_metrics: dict | None = None
         self.test_predictions: list[tuple[int, int]] = []  # (target, pred) in test-loader order
         self._epoch = {"start": 0.0, "images": 0, "val_acc": None}
+        self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss, -1 while none
+        self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._eval_batch = 0
 
     def configure_model(self) -> None:
         if self.hparams.compile and getattr(self.model, "_compiled_call_impl", None) is None:
-            self.model.compile()  # in place: parameter names (and checkpoint keys) stay as they are
+            # In place: parameter names (and checkpoint keys) stay as they are.
+            self.model.compile(backend=self.compiler.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    # --- training ----------------------------------------------------------------------------------------------
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y)
-        # Every rank takes the same decision, or the healthy ranks would wait forever in the next all-reduce.
-        if self.trainer.strategy.reduce_boolean_decision(not torch.isfinite(loss).item(), all=False):
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch + 1}, step "
-                f"{self.global_step}: the run diverged (lower optimizer.lr, or check the data)"
-            )
+        if self._bad_step is None:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
+        if (self.global_step + 1) % self.hparams.check_every == 0:
+            self._check_finite()
         self.train_loss.update(loss.detach(), weight=y.numel())
         self.train_acc.update(logits.detach(), y)
         self._epoch["images"] += len(y)
+        if self.trainer.progress_bar_callback is not None:  # a terminal bar shows the running loss
+            self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.val_acc.update(self(x), y)
-
-    def on_validation_epoch_end(self):
-        acc = self.val_acc.compute()
-        self.val_acc.reset()
-        self.log("val_acc", acc)
-        if not self.trainer.sanity_checking:
-            self._epoch["val_acc"] = float(acc)
+    def _check_finite(self) -> None:
+        """One host read every `check_every` steps; every rank takes the same decision, or the healthy ranks
+        would wait forever in the next all-reduce."""
+        step = int(self._bad_step) if self._bad_step is not None else -1
+        if self.trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {step + 1} (epoch {self.current_epoch + 1}): the run diverged "
+                "(lower optimizer.lr, or check the data)"
+            )
 
     def on_train_epoch_start(self):
         self._epoch = {"start": time.perf_counter(), "images": 0, "val_acc": None}
 
     def on_train_epoch_end(self):
         # Validation has run by now, and the checkpoint callback saves after this hook: last.ckpt holds this entry.
+        self._check_finite()
+        images = self.trainer.strategy.reduce(
+            torch.tensor(float(self._epoch["images"]), device=self.device), reduce_op="sum"
+        )
         entry = {
             "epoch": self.current_epoch + 1,
+            "step": int(self.global_step),
             "train_loss": float(self.train_loss.compute()),
             "train_acc": float(self.train_acc.compute()),
             "val_acc": self._epoch["val_acc"],
             "seconds": round(time.perf_counter() - self._epoch["start"], 4),
-            "images": self._epoch["images"],
+            "images": int(images),  # summed over the ranks: images/s of the whole job
+            "compiles": self.compiler.compiles,  # so far; travels in the checkpoint (ddp_spawn ranks too)
         }
         self.train_loss.reset()
         self.train_acc.reset()
         self.history.append(entry)
-        self.log_dict({"train_loss": entry["train_loss"], "train_acc": entry["train_acc"]})
+        # torchmetrics' compute() already gathered every rank; sync_dist only averages equal values (and is quiet).
+        self.log_dict(
+            {"train_loss": entry["train_loss"], "train_acc": entry["train_acc"]},
+            prog_bar=True,
+            sync_dist=True,
+        )
+        from lbam.progress import report_epoch
+
+        report_epoch(self.trainer, self.history)
+
+    # --- evaluation: a ragged last batch is padded to the batch size, so a compiled model sees one shape ---------
+
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        self._eval_batch = max(self._eval_batch, n)
+        if n < self._eval_batch:
+            x = torch.cat(
+                [x, x.new_zeros((self._eval_batch - n, *x.shape[1:]))]
+            )  # eval-mode BN: rows independent
+        return self(x)[:n]
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.val_acc.update(self._eval_logits(x), y)
+
+    def on_validation_epoch_end(self):
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.log("val_acc", acc, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self._epoch["val_acc"] = float(acc)
+
+    def on_test_epoch_start(self):
+        self._test = []
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        pred = self(x).argmax(1)
-        self.test_cm.update(pred, y)
-        self.test_predictions += zip(y.tolist(), pred.tolist())
-
-    def on_test_epoch_start(self):
-        self.test_predictions = []
+        self._test.append((y, self._eval_logits(x).argmax(1)))  # kept on the device until the epoch ends
 
     def on_test_epoch_end(self):
-        names = self.hparams.class_names or [str(i) for i in range(self.test_cm.num_classes)]
-        self.test_metrics = classification_metrics(self.test_cm.compute(), list(names))
-        self.test_cm.reset()
+        targets = (
+            torch.cat([t for t, _ in self._test]).cpu() if self._test else torch.zeros(0, dtype=torch.long)
+        )
+        preds = (
+            torch.cat([p for _, p in self._test]).cpu() if self._test else torch.zeros(0, dtype=torch.long)
+        )
+        self._test = []
+        self.test_predictions = list(zip(targets.tolist(), preds.tolist()))
+        k = self.hparams.model_kwargs["num_classes"]
+        names = self.hparams.class_names or [str(i) for i in range(k)]
+        self.test_metrics = classification_metrics(confusion_matrix(targets, preds, k), list(names))
         self.log_dict({k: v for k, v in self.test_metrics.items() if isinstance(v, float)})
+
+    # --- checkpoints: history, identity and the RNG states --------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lbam_history"] = list(self.history)
+        checkpoint["lbam_identity"] = dict(self.identity)
+        checkpoint["lbam_rng"] = rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("lbam_history", []))
+        if "lbam_rng" in checkpoint:  # restored last: nothing draws between here and the next epoch's batches
+            set_rng_state(checkpoint["lbam_rng"])
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(self.model.parameters())
@@ -136,6 +203,29 @@ class LitClassifier(pl.LightningModule):
             return optimizer
         scheduler = instantiate(sched)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def rng_state() -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states, in types a weights-only load accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (the global one that seed_everything seeds)
+    state = {
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def throughput(history: list[dict], compiled: bool) -> tuple[float | None, float | None]:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,62 +30,119 @@ class RunLockedError(RuntimeError):
     """Another process is running the same run."""
 
 
+LOCK_TTL_S = 15 * 60  # a lock whose heartbeat is older than this is stale, from any host
+HEARTBEAT_S = 60.0
+
+
+def global_rank(devices_per_node: int = 1) -> int:
+    """This process's global rank as the launcher set it: RANK (torchrun), SLURM_PROCID (srun), or Lightning's own
+    `ddp` launcher's NODE_RANK x devices + LOCAL_RANK; 0 for a plain process."""
+    env = os.environ
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if env.get(key, "").isdigit():
+            return int(env[key])
+    node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")) or 0)
+    return node * max(devices_per_node, 1) + int(env.get("LOCAL_RANK", "0") or 0)
+
+
+def _slurm_job() -> dict:
+    return {
+        "job": os.environ.get("SLURM_JOB_ID"),
+        "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+    }
+
+
 class RunLock:
-    """`<run_dir>/.lock` holding `pid host`, created exclusively; a lock whose process is gone (same host) is stale
-    and taken over with a warning."""
+    """`<run_dir>/.lock`, created exclusively by global rank 0, holding its pid, host and SLURM job; a heartbeat
+    thread touches it every minute. Taken over, with one warning line, when stale: its process is gone (same
+    host), its SLURM job was requeued (same job id, a later restart), or its heartbeat is older than 15 min (a
+    host that died). Other ranks of a DDP job hold no lock: rank 0 does for them."""
 
     def __init__(self, run_dir: Path, name: str, active: bool = True):
         self.path, self.name, self.held, self.active = Path(run_dir) / ".lock", name, False, active
+        self._stop = threading.Event()
 
     def __enter__(self) -> RunLock:
-        if not self.active:  # a DDP rank started by rank 0's launcher: rank 0 holds the lock
+        if not self.active:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if not self._stale():
+                why = self._stale()
+                if not why:
                     raise RunLockedError(self._held_message()) from None
-                log.warning("removing the stale lock %s (%s)", self.path, self._owner())
+                log.warning("taking over the stale lock %s (%s)", self.path, why)
                 self.path.unlink(missing_ok=True)
                 continue
+            owner = {"pid": os.getpid(), "host": socket.gethostname(), **_slurm_job(), "started": time.time()}
             with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+                f.write(json.dumps(owner) + "\n")
             self.held = True
+            threading.Thread(target=self._beat, name="lbam-lock-heartbeat", daemon=True).start()
             return self
         raise RunLockedError(self._held_message())
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
 
-    def _owner(self) -> str:
-        try:
-            return self.path.read_text().strip()
-        except OSError:
-            return ""
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
 
-    def _stale(self) -> bool:
-        owner = self._owner().split()
-        if len(owner) != 2 or not owner[0].isdigit():
-            return True  # unreadable or half-written by a process killed while creating it
-        pid, host = int(owner[0]), owner[1]
-        if host != socket.gethostname():
-            return False  # cannot tell from here; the message says how to clear it
+    def _owner(self) -> dict | None:
+        """The lock's content: JSON, or the older `pid host` line; None when unreadable or half-written."""
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        try:
+            owner = json.loads(text)
+        except ValueError:
+            parts = text.split()
+            owner = (
+                {"pid": int(parts[0]), "host": parts[1]} if len(parts) == 2 and parts[0].isdigit() else None
+            )
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+
+    def _stale(self) -> str | None:
+        """Why the existing lock is stale, or None when its owner may still be running."""
+        owner = self._owner()
+        if owner is None:
+            return "unreadable, left by a process killed while creating it"
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return "gone"
+        job = _slurm_job()
+        if owner.get("job") and owner["job"] == job["job"] and int(owner.get("restart", 0)) < job["restart"]:
+            return f"SLURM job {job['job']} was requeued (restart {job['restart']})"
+        if owner.get("host") == socket.gethostname():
+            try:
+                os.kill(owner["pid"], 0)
+            except ProcessLookupError:
+                return f"process {owner['pid']} on this host is gone"
+            except PermissionError:
+                return None
+            return None
+        if age > LOCK_TTL_S:
+            return f"no heartbeat from {owner.get('host')} for {age / 60:.0f} min"
+        return None
 
     def _held_message(self) -> str:
+        owner = self._owner() or {}
+        who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}"
         return (
-            f"run {self.name} is already running (process {self._owner() or '?'}; lock {self.path}): wait for it "
-            "to finish, or delete the lock file if that process is gone"
+            f"run {self.name} is already running ({who}; lock {self.path}): wait for it to finish; a lock from "
+            f"another host is taken over after {LOCK_TTL_S // 60} min without a heartbeat, or delete it if that "
+            "process is gone"
         )
 
 
@@ -100,27 +158,37 @@ def remove_stale_temps(run_dir: Path, row_file: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def usable_checkpoint(path: Path) -> Path | None:
-    """``path`` when it holds a loadable checkpoint; None when absent. An unreadable one (truncated, empty) is
-    moved aside to `<name>.corrupt-<UTC time>` with a warning, and the run restarts from scratch."""
+def usable_checkpoint(path: Path, identity: dict | None = None, move_aside: bool = True) -> Path | None:
+    """``path`` when it holds a loadable checkpoint of this run; None when absent. A checkpoint that cannot be read
+    (truncated, empty) or that belongs to another run (its `lbam_identity` differs from ``identity``: another
+    seed, another config, another data split) is moved aside with one warning line (by rank 0: ``move_aside``),
+    and the run starts afresh."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or "state_dict" not in state:
             raise ValueError("no state_dict")
-        return path
     except Exception as e:  # any failure to read it means it cannot be resumed from
-        aside = path.with_name(f"{path.name}.corrupt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
-        os.replace(path, aside)
-        log.warning(
-            "checkpoint %s is unreadable (%s: %s); moved it to %s and training from scratch",
-            path,
-            type(e).__name__,
-            str(e).splitlines()[0][:120] if str(e) else "",
-            aside,
-        )
+        if move_aside:
+            reason = str(e).splitlines()[0][:120] if str(e) else ""
+            _move_aside(path, "corrupt", f"is unreadable ({type(e).__name__}: {reason})")
         return None
+    theirs = state.get("lbam_identity") or {}
+    if identity is not None:
+        differ = [k for k in identity if theirs.get(k) != identity[k]]
+        if differ:
+            what = ", ".join(f"{k} {theirs.get(k)!r} vs {identity[k]!r}" for k in differ)
+            if move_aside:
+                _move_aside(path, "foreign", f"belongs to another run ({what})")
+            return None
+    return path
+
+
+def _move_aside(path: Path, kind: str, why: str) -> None:
+    aside = path.with_name(f"{path.name}.{kind}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
+    os.replace(path, aside)
+    log.warning("checkpoint %s %s; moved it to %s and training from scratch", path, why, aside.name)
 
 
 class LastCheckpoint(pl.callbacks.Checkpoint):
@@ -128,26 +196,28 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
     this writer, then a rename, so a kill mid-save leaves the previous checkpoint intact. A `Checkpoint` subclass,
     so Lightning runs it after the module's `on_train_epoch_end` (the checkpoint holds that epoch's history entry).
 
-    ``min_interval_s`` skips epoch-end saves that come sooner than that after the last one (runs of many tiny
-    epochs, e.g. a 25-crop training set); 0 saves every epoch.
+    ``min_interval_s`` skips epoch-end saves that come sooner than that after the last one (a 1 GB VGG16-BN
+    checkpoint every epoch cost 7 s; a 25-crop set has 300 one-batch epochs); 0 saves every epoch. The end of
+    training always saves.
     """
 
     def __init__(self, path: str | Path, min_interval_s: float = 0.0):
         self.path, self.min_interval_s, self._saved_at = Path(path), float(min_interval_s), -math.inf
+        self._saved_step = -1
 
     def _save(self, trainer: pl.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         trainer.save_checkpoint(tmp, weights_only=False)  # full state (optimizer too); collective under DDP
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if time.monotonic() - self._saved_at >= self.min_interval_s:
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.min_interval_s > 0:  # the final state, whatever the interval skipped
+        if trainer.global_step != self._saved_step:  # the final state, unless the last epoch just saved it
             self._save(trainer)
 
 

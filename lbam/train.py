@@ -2,9 +2,9 @@
 
 Sweeps: `python -m lbam.train -m experiment=embodiment1 attention=none,se,cbam,bam,eca,lbam seed=0,1,2`.
 A run that finished in this checkout (its run directory says so) is skipped (`force=true` retrains); an interrupted
-run resumes from `experiments/<experiment>/<run>/checkpoints/last.ckpt`. Every user error (a bad value, missing or
-unusable data, a run already in progress) is one line on stderr and a non-zero exit; `HYDRA_FULL_ERROR=1` or
-`verbose=true` shows the traceback.
+run resumes, exactly, from `experiments/<experiment>/<run>/checkpoints/last.ckpt` when that checkpoint is its own.
+Every user error (a bad value, missing or unusable data, a run already in progress) is one line on stderr and a
+non-zero exit; `HYDRA_FULL_ERROR=1` or `verbose=true` shows the traceback.
 """
 
 from __future__ import annotations
@@ -25,32 +25,28 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from lbam.config import (
-    CONFIG_DIR,
-    ConfigError,
-    build_or_fail,
-    check,
-    relevant_overrides,
-    resolve_auto,
-    run_name,
-    to_container,
-)
+from lbam.compile import RecompileWatch, fresh_compile_state
+from lbam.config import CONFIG_DIR, ConfigError, build_or_fail, check, resolve_auto, run_name, to_container
 from lbam.data import DataError
 from lbam.module import LitClassifier, throughput
-from lbam.paths import PACKAGE_DIR
-from lbam.results import Row, device_string, git_commit, load_row, row_path, write_row
+from lbam.progress import Bar
+from lbam.quiet import log_to_stderr, silence_known_noise
+from lbam.results import load_row, row_path
 from lbam.rundir import (
     RunLock,
     RunLockedError,
     clear_finished,
     finished_here,
+    global_rank,
     mark_finished,
     remove_stale_temps,
     usable_checkpoint,
 )
+from lbam.runrow import RowNotSaved, base_row, identity_of, save_row, thinned
+from lbam.sweep import concurrent_jobs, record_failure
 
-log = logging.getLogger(__name__)
-USER_ERRORS = (ConfigError, DataError, RunLockedError)
+log = logging.getLogger("lbam.train")  # also when run as __main__: lbam.* loggers print to stderr
+USER_ERRORS = (ConfigError, DataError, RunLockedError, RowNotSaved)
 
 
 def _task_overrides() -> list[str]:
@@ -83,6 +79,12 @@ def build_model(cfg: DictConfig, class_names: list[str]) -> LitClassifier:
     return module
 
 
+def _threads(gpu: bool, jobs: int) -> None:
+    """Runs sharing the CPU share its cores: one process per job, cores // jobs threads each."""
+    if not gpu and jobs > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+
+
 def train(
     cfg: DictConfig, overrides: Sequence[str] | None = None, callbacks: Sequence[pl.Callback] = ()
 ) -> dict:
@@ -91,136 +93,169 @@ def train(
     Config errors raise ConfigError and unusable data DataError, before training and without a row; a failure
     during training (e.g. a non-finite loss) writes and returns a row with status "failed".
     """
+    silence_known_noise()
+    log_to_stderr()
     overrides = _task_overrides() if overrides is None else list(overrides)
     check(cfg)
-    name = run_name(cfg.attention.name, overrides, cfg.seed)
+    name = run_name(cfg.attention.name, overrides, cfg.seed, cfg.trainer)
     with open_dict(cfg):
         cfg.run_name = name
-    resolve_auto(cfg)
+    gpu = resolve_auto(cfg)
+    jobs = concurrent_jobs()
+    _threads(gpu, jobs)
     run_dir = Path(cfg.paths.experiments_dir) / cfg.experiment_name / name
-    results_dir = Path(cfg.paths.results_dir)
-    out = row_path(results_dir, cfg.experiment_name, name)
+    out = row_path(Path(cfg.paths.results_dir), cfg.experiment_name, name)
 
+    fresh_compile_state()  # each run of a sweep compiles as if it were alone in its process
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_or_fail("dataset", instantiate, cfg.dataset)
     module = build_model(cfg, dm.class_names)
+    devices = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
+    rank0 = global_rank(devices) == 0  # other ranks of a DDP job started outside Python (srun, torchrun)
+    try:
+        lock = RunLock(run_dir, f"{cfg.experiment_name}/{name}", active=rank0)
+        lock.__enter__()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the run directory {run_dir} ({e.strerror or e}): point paths.experiments_dir at a "
+            "writable folder"
+        ) from None
+    try:
+        return _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0)
+    finally:
+        lock.__exit__(None, None, None)
 
-    with RunLock(run_dir, f"{cfg.experiment_name}/{name}", active=os.environ.get("LOCAL_RANK", "0") == "0"):
+
+def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0: bool) -> dict:
+    """The run under its lock. Only rank 0 changes the run directory; every rank reads the same checkpoint."""
+    if rank0:
         remove_stale_temps(run_dir, out)
-        if finished_here(run_dir) and out.is_file() and not cfg.force:
-            log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
-            return load_row(out).to_dict()
+    if finished_here(run_dir) and out.is_file() and not cfg.force:
+        log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
+        return _done(cfg, load_row(out).to_dict())
+    dm.prepare_data()
+    dm.setup("fit")  # data and config are checked before anything of an earlier run is deleted
+    identity = identity_of(cfg, dm, name)
+    module.identity = {k: identity[k] for k in ("run_name", "config_hash", "split_hash")}
+    if rank0:
         clear_finished(run_dir)
         if cfg.force:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        resume = usable_checkpoint(last)
-
-        dm.prepare_data()
-        dm.setup("fit")
-        row = _base_row(cfg, name, overrides, dm, module)
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=[*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *callbacks],
-            logger=[instantiate(c) for c in (cfg.get("logger") or {}).values()] or False,
-            default_root_dir=run_dir,
-        )
-        log.info("%s %s/%s in %s", "resuming" if resume else "training", cfg.experiment_name, name, run_dir)
-        try:
-            trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
-            if not trainer.is_global_zero:
-                return row.to_dict()
-            tester = trainer
-            if trainer.world_size > 1 or not module.history:
-                # Ranks trained in other processes (ddp_spawn): the weights came back, the history is in the
-                # checkpoint. The test runs here, on one device, over the whole test set (no padded shards).
-                module.history = module.history or torch.load(last, weights_only=True)["lbam_history"]
-                tester = pl.Trainer(
-                    accelerator=cfg.trainer.accelerator,
-                    devices=1,
-                    precision=cfg.trainer.precision,
-                    logger=False,
-                    enable_progress_bar=False,
-                )
-            tester.test(module, datamodule=dm, verbose=False)
-            preds = list(zip(dm.test_ids, *zip(*module.test_predictions)))
-            if len(preds) != len(dm.test_ids):
-                raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
-            ips, compile_s = throughput(module.history, bool(cfg.model.compile))
-            val = [h["val_acc"] for h in module.history if h["val_acc"] is not None]
-            row = dataclasses.replace(
-                row,
-                **module.test_metrics,
-                status="ok",
-                epochs=len(module.history),
-                steps=int(trainer.global_step),
-                history=thinned(module.history),
-                train_seconds=round(sum(h["seconds"] for h in module.history), 3),
-                images_per_second=ips,
-                compile_seconds=compile_s,
-                val_acc=val[-1] if val else None,
-                checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
-            )
-        # A failed run is a row; a kill (a BaseException) leaves the checkpoint to resume from.
-        except Exception as e:
-            if not trainer.is_global_zero:
-                raise
-            row.status, row.error, preds = "failed", f"{type(e).__name__}: {str(e).splitlines()[0]}", None
-            log.error("%s/%s failed: %s", cfg.experiment_name, name, row.error)
-            if _verbose(cfg):
-                log.exception("traceback")
-        row.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        path = write_row(row, preds, results_dir)
-        if row.status == "ok":
-            mark_finished(run_dir, path)
-            log.info("%s/%s: test balanced accuracy %.4f", cfg.experiment_name, name, row.test_balanced_acc)
-        return row.to_dict()
-
-
-def thinned(history: list[dict], keep: int = 50) -> list[dict]:
-    """At most ``keep`` evenly spaced epochs, the last one included: a step budget on a 25-crop set runs hundreds
-    of one-batch epochs, and the row keeps the curve, not every point."""
-    if len(history) <= keep:
-        return history
-    step = len(history) / keep
-    return [history[min(len(history) - 1, round((i + 1) * step) - 1)] for i in range(keep)]
-
-
-def _base_row(cfg, name: str, overrides: Sequence[str], dm, module: LitClassifier) -> Row:
-    from lbam.complexity import profile_model
-
-    meta = dm.metadata
-    size = int(cfg.dataset.image_size)
-    cost = profile_model(module.model, input_size=(1, 3, size, size))  # the modules that train, eval mode
-    return Row(
-        experiment=cfg.experiment_name,
-        run_name=name,
-        profile=cfg.profile,
-        seed=int(cfg.seed),
-        overrides=relevant_overrides(overrides),
-        dataset=dm.name,
-        synthetic=bool(dm.is_synthetic),
-        backbone=cfg.backbone.name,
-        attention=cfg.attention.name,
-        attention_kwargs={k: v for k, v in to_container(cfg.attention).items() if k != "name"},
-        placement=cfg.backbone.placement,
-        width_mult=float(cfg.backbone.width_mult),
-        image_size=size,
-        class_names=list(dm.class_names),
-        **cost,
-        compiled=bool(cfg.model.compile),
-        n_train=int(meta["n_train"]),
-        n_val=int(meta.get("n_val", 0)),
-        n_test=int(meta["n_test"]),
-        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std")},
-        datamodule=dm.describe(),
-        analysis=to_container(cfg.get("analysis")) or {},
-        predictions_file=f"{name}.preds.csv",
-        device=device_string(cfg.trainer.accelerator, int(cfg.trainer.devices) * int(cfg.trainer.num_nodes)),
-        precision=str(cfg.trainer.precision),
-        commit=git_commit(PACKAGE_DIR),
-        torch_version=torch.__version__,
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = usable_checkpoint(last, module.identity, move_aside=rank0)
+    row = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
+    extra = [Bar()] if cfg.trainer.enable_progress_bar else []
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *extra, *callbacks],
+        logger=[instantiate(c) for c in (cfg.get("logger") or {}).values()] or False,
+        default_root_dir=run_dir,
     )
+    log.info("%s %s/%s in %s", "resuming" if resume else "training", cfg.experiment_name, name, run_dir)
+    preds = None
+    try:
+        with RecompileWatch() as watch:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Ranks started outside Python (srun, torchrun) leave here; rank 0 tests alone, outside the group.
+                torch.distributed.destroy_process_group()
+            if not trainer.is_global_zero:
+                return {**row.to_dict(), "status": "not rank 0"}  # rank 0 tests and writes the row
+            preds = _test(cfg, trainer, module, dm, last)
+        history = module.history
+        ips, compile_s = throughput(history, bool(cfg.model.compile))
+        val = [h["val_acc"] for h in history if h["val_acc"] is not None]
+        if watch.hit:
+            log.warning(
+                "%s/%s: torch.compile %s; part of the run ran eagerly",
+                cfg.experiment_name,
+                name,
+                watch.message,
+            )
+        row = dataclasses.replace(
+            row,
+            **module.test_metrics,
+            status="ok",
+            epochs=len(history),
+            steps=int(history[-1].get("step", trainer.global_step)) if history else int(trainer.global_step),
+            history=thinned(history),
+            train_seconds=round(sum(h["seconds"] for h in history), 3),
+            images_per_second=ips,
+            compile_seconds=compile_s,
+            compiles=max([h.get("compiles", 0) for h in history] + [module.compiler.compiles])
+            if cfg.model.compile
+            else None,
+            recompile_limit_hit=watch.hit,
+            val_acc=val[-1] if val else None,
+            checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
+        )
+        _log_hparams(trainer, cfg, row)
+    # A failed run is a row; a kill (a BaseException) leaves the checkpoint to resume from.
+    except Exception as e:
+        if not trainer.is_global_zero:
+            raise
+        row.status, row.error, preds = "failed", f"{type(e).__name__}: {str(e).splitlines()[0]}", None
+        log.error("%s/%s failed: %s", cfg.experiment_name, name, row.error)
+        if _verbose(cfg):
+            log.exception("traceback")
+    row.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
+    if row.status == "ok":
+        mark_finished(run_dir, path)
+        log.info(
+            "%s/%s: test balanced accuracy %.4f; row %s",
+            cfg.experiment_name,
+            name,
+            row.test_balanced_acc,
+            path,
+        )
+    return _done(cfg, row.to_dict())
+
+
+def _test(cfg, trainer: pl.Trainer, module: LitClassifier, dm, last: Path) -> list[tuple[str, int, int]]:
+    """The test predictions, (id, target, pred) in test order, evaluated once on one device (no padded shards)."""
+    tester = trainer
+    if trainer.world_size > 1 or not module.history:
+        # Ranks trained in other processes (ddp_spawn) or beside this one (ddp): the weights are here, the
+        # history is in the checkpoint. A fresh one-device trainer, outside any cluster environment, tests.
+        from lightning_fabric.plugins.environments import LightningEnvironment
+
+        module.history = module.history or torch.load(last, weights_only=True)["lbam_history"]
+        tester = pl.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=1,
+            precision=cfg.trainer.precision,
+            logger=False,
+            enable_progress_bar=False,
+            plugins=[LightningEnvironment()],
+        )
+    tester.test(module, datamodule=dm, verbose=False)
+    preds = list(zip(dm.test_ids, *zip(*module.test_predictions)))
+    if len(preds) != len(dm.test_ids):
+        raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
+    return preds
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, row) -> None:
+    """TensorBoard's HParams view: the run's overrides as hyper-parameters, its final metrics as their values."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    params = {"experiment": cfg.experiment_name, "attention": cfg.attention.name, "seed": int(cfg.seed)}
+    params |= dict(o.split("=", 1) for o in row.overrides if "=" in o)
+    metrics = {f"hparams/{k}": getattr(row, k) for k in ("test_acc", "test_balanced_acc", "test_macro_f1")}
+    if row.val_acc is not None:
+        metrics["hparams/val_acc"] = row.val_acc
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics)
+            logger.finalize("success")
+
+
+def _done(cfg: DictConfig, row: dict) -> dict:
+    """Tell the multirun around this run, if any, that it failed (lbam.sweep.FailedRuns lists it at the end)."""
+    if row["status"] == "failed":
+        record_failure(f"{row['experiment']}/{row['run_name']}", str(row.get("error")))
+    return row
 
 
 def _verbose(cfg: DictConfig | None = None) -> bool:
@@ -228,9 +263,7 @@ def _verbose(cfg: DictConfig | None = None) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Console entry point (`lbam-train`). Returns the last validation accuracy to Hydra's sweepers, or None
-    without a validation split: the test split never steers a sweep."""
+def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         row = train(cfg)
     except USER_ERRORS as e:
@@ -238,9 +271,19 @@ def main(cfg: DictConfig) -> float | None:
             raise
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if row["status"] != "ok" and HydraConfig.get().mode.name == "RUN":
+    if row["status"] == "failed" and HydraConfig.get().mode.name == "RUN":
         raise SystemExit(1)
     return row.get("val_acc")
+
+
+def main() -> None:
+    """Console entry point (`lbam-train`). Hydra's own errors (an unknown key, group option or override syntax)
+    become one line first; the job returns the last validation accuracy to Hydra's sweepers, or None without a
+    validation split: the test split never steers a sweep."""
+    from lbam.cli import precheck
+
+    precheck(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

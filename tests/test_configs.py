@@ -2,6 +2,7 @@
 names, the machine-dependent `auto` values, and one clear line for every bad value on the command line."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,18 @@ BAD = [
     ("optimizer.lr=-1", "learning rate"),
     ("optimizer.lr=abc", "optimizer.lr='abc' must be a number"),
     ("optimizer.weight_decay=[1]", "optimizer.weight_decay=[1] must be a number"),
-    ("scheduler.T_max=abc", "scheduler.T_max='abc' must be a number"),
+    ("scheduler.T_max=abc", "scheduler.T_max='abc' must be an integer >= 1"),
+    ("scheduler.T_max=0", "scheduler.T_max=0 must be an integer >= 1"),
+    ("scheduler=step scheduler.step_size=0", "scheduler.step_size=0 must be an integer >= 1"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0 must be null, an integer >= 1"),
+    ("trainer.accelerator=tpu", "trainer.accelerator='tpu' must be one of auto, cpu, gpu, cuda"),
+    ("trainer.accelerator=cuda:0", "trainer.accelerator='cuda:0' must be one of auto, cpu, gpu, cuda"),
+    ("analysis.alpha=5", "analysis.alpha=5 must be a number in (0, 1)"),
+    ("analysis.alpha=abc", "analysis.alpha='abc' must be a number in (0, 1)"),
+    (
+        "analysis.noninferiority_margin=-0.01",
+        "analysis.noninferiority_margin=-0.01 must be a number in (0, 1)",
+    ),
     ("dataset.image_size=0", "image_size"),
     ("dataset.batch_size=abc", "batch_size"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
@@ -81,9 +93,9 @@ def test_invalid_values_fail_before_any_data_is_read(tmp_path, override, message
         "paths.data_dir=/nonexistent",  # would fail later, at data setup, if the checks let it through
         f"paths.results_dir={tmp_path}/results",
         f"paths.experiments_dir={tmp_path}/experiments",
-        override,
+        *override.split(),
     ]
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as err:
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
         train(compose_config(overrides), overrides)
     assert "\n" not in str(err.value)
     assert not any(tmp_path.iterdir())  # no row, no run directory
@@ -118,12 +130,18 @@ def test_run_name_is_deterministic_and_ignores_device_and_path_noise():
     assert base == "lbam__seed0"
     noisy = [
         "trainer=gpu",
-        "trainer.devices=4",
         "paths.results_dir=/x",
+        "callbacks.last_checkpoint.min_interval_s=0",
         "dataset.num_workers=8",
         "model.compile=true",
     ]
     assert run_name("lbam", ["seed=0", *noisy, "hydra.verbose=true", "logger=tensorboard"], 0) == base
+    # The world size is part of the run (the batch is per device), however it was set.
+    four = OmegaConf.create({"devices": 4, "num_nodes": 1})
+    assert run_name("lbam", ["trainer=ddp", "trainer.devices=4"], 0, four) == "lbam__trainer.devices=4__seed0"
+    assert run_name("lbam", ["trainer=ddp"], 0, four) == "lbam__trainer.devices=4__seed0"
+    assert run_name("lbam", ["trainer.devices=4"], 0) == "lbam__trainer.devices=4__seed0"  # a row's overrides
+    assert run_name("lbam", ["trainer.devices=1"], 0, OmegaConf.create({"devices": 1})) == base
     k3 = run_name("lbam", ["attention.kernel_size=3", "backbone.placement=block"], 1)
     assert k3 == "lbam__kernel_size=3__backbone.placement=block__seed1"
     assert run_name("lbam", ["backbone.placement=block", "attention.kernel_size=3"], 1) == k3  # order-free
@@ -200,7 +218,8 @@ def test_slurm_launcher_extends_the_submitit_plugin(hydra_cfg):
 def test_group_options_instantiate_what_they_name():
     from hydra.utils import instantiate
 
-    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp_spawn"
+    assert compose_config(["trainer=ddp"]).trainer.strategy == "ddp"  # srun / torchrun start the ranks
+    assert compose_config(["trainer=ddp_spawn"]).trainer.strategy == "ddp_spawn"  # it starts them itself
     logger = compose_config(["logger=tensorboard", "run_name=r"]).logger
     assert set(logger) == {"csv", "tensorboard"}
     tb = instantiate(logger.tensorboard)

@@ -293,7 +293,7 @@ def test_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, data_
 
 def test_ddp_spawn_on_cpu_with_two_processes_tests_the_whole_set_once(tmp_path, data_cache):
     overrides = [o for o in tiny(tmp_path, data_cache, "attention=none") if o != "trainer=cpu"]
-    row = run([*overrides, "trainer=ddp", "trainer.accelerator=cpu"])
+    row = run([*overrides, "trainer=ddp_spawn", "trainer.accelerator=cpu"])
     assert row["status"] == "ok", row["error"]
     assert "x2" in row["device"] and row["epochs"] == 1 and len(row["history"]) == 1
     ids = [i for i, _, _ in read_predictions(load_row(row_file(tmp_path, row)), row_file(tmp_path, row))]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from .common import AttentionInserter, scale_width
+from .common import AdaptiveAvgPool, AttentionInserter, scale_width
 
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 
@@ -72,7 +72,7 @@ class CNN4(nn.Module):
             stages.append(nn.Sequential(*layers, nn.MaxPool2d(2)))
         self.stages = nn.Sequential(*stages)
         self.residual = ResidualUnit(widths[-1], insert(widths[-1]) if placement == "block" else None)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = AdaptiveAvgPool(1)
         self.fc = nn.Linear(widths[-1], num_classes)
         self.attention_modules = insert.modules
         self.widths = widths

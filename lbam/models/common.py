@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
 import lbam.attention
+
+
+class AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
+    """`nn.AdaptiveAvgPool2d` without its CUDA backward kernel where it is not needed: an identity when the input
+    already has the output size (VGG's 7×7 at 224 px), a mean for a 1×1 output (global pooling). That kernel has
+    no deterministic implementation, so `trainer.deterministic=true` failed on a GPU; the values are the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        if tuple(size) == (1, 1):
+            return x.mean((-2, -1), keepdim=True)
+        return super().forward(x)
 
 
 def scale_width(channels: int, width_mult: float) -> int:

@@ -15,7 +15,7 @@ import torch.nn as nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .common import AttentionInserter, load_pretrained, scale_width
+from .common import AdaptiveAvgPool, AttentionInserter, load_pretrained, scale_width
 
 _ARCHS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2], resnet18, ResNet18_Weights.IMAGENET1K_V1),
@@ -74,6 +74,7 @@ def build_resnet(
                 attn = insert(_out_channels(blk))
                 if attn is not None:
                     setattr(blk, last_bn, nn.Sequential(getattr(blk, last_bn), attn))
+    model.avgpool = AdaptiveAvgPool(1)  # the same global mean, with a deterministic CUDA backward
     model.attention_modules = insert.modules
     model.default_input_size = (224, 224)
     return model

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torchvision.models import VGG16_BN_Weights, VGG16_Weights, vgg16, vgg16_bn
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
-from .common import AttentionInserter, load_pretrained, scale_width
+from .common import AdaptiveAvgPool, AttentionInserter, load_pretrained, scale_width
 
 
 def _init_like_torchvision(model: nn.Module) -> None:
@@ -79,6 +79,7 @@ def build_vgg16(
         if placement == "block" and attn is not None:
             layers.append(attn)  # after the ReLU
     model.features = nn.Sequential(*layers)
+    model.avgpool = AdaptiveAvgPool(model.avgpool.output_size)
     model.attention_modules = insert.modules
     model.default_input_size = (224, 224)
     return model

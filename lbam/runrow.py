@@ -1,0 +1,150 @@
+"""The row of one run: what defines it (its config and data identity), what it measured, and how it is saved so
+that no result is ever lost: a failing rerun never replaces an ok row, and a results folder that cannot take the
+row (full disk, read-only) leaves it in the run directory, with one line saying where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from lbam.config import relevant_overrides, to_container
+from lbam.paths import PACKAGE_DIR
+from lbam.results import Row, RowError, device_string, digest, git_commit, load_row, row_path, write_row
+
+log = logging.getLogger("lbam.train")
+# The trainer keys that change what a run computes (the others say where and how fast it runs).
+_TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "gradient_clip_val", "precision",
+                 "accumulate_grad_batches", "devices", "num_nodes", "sync_batchnorm")  # fmt: skip
+
+
+def identity_config(cfg: DictConfig, dm) -> dict:
+    """The resolved config that defines a run's result: data (its defining arguments), model, optimiser,
+    schedule, training budget, seed and the callbacks that steer training (early stopping); not paths, devices'
+    names, workers, logging or checkpointing."""
+    steering = {k: v for k, v in (to_container(cfg.get("callbacks")) or {}).items() if k != "last_checkpoint"}
+    return {
+        "seed": int(cfg.seed),
+        "data": dm.describe(),
+        "backbone": {k: v for k, v in to_container(cfg.backbone).items() if k != "_target_"},
+        "attention": to_container(cfg.attention),
+        "optimizer": to_container(cfg.optimizer),
+        "scheduler": to_container(cfg.scheduler),
+        "trainer": {k: to_container(cfg.trainer.get(k)) for k in _TRAINER_KEYS if k in cfg.trainer},
+        "callbacks": steering,
+    }
+
+
+def base_row(
+    cfg: DictConfig, name: str, overrides, dm, module, identity: dict, resumed: bool, jobs: int
+) -> Row:
+    """The row before training: identity, data, cost and provenance (status failed until it succeeds)."""
+    from lbam.complexity import profile_model
+
+    meta = dm.metadata
+    size = int(cfg.dataset.image_size)
+    cost = profile_model(module.model, input_size=(1, 3, size, size))  # the modules that train, eval mode
+    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) if str(cfg.trainer.devices).isdigit() else 1
+    return Row(
+        experiment=cfg.experiment_name,
+        run_name=name,
+        profile=cfg.profile,
+        seed=int(cfg.seed),
+        overrides=relevant_overrides(overrides, cfg.trainer),
+        dataset=dm.name,
+        synthetic=bool(dm.is_synthetic),
+        backbone=cfg.backbone.name,
+        attention=cfg.attention.name,
+        attention_kwargs={k: v for k, v in to_container(cfg.attention).items() if k != "name"},
+        placement=cfg.backbone.placement,
+        width_mult=float(cfg.backbone.width_mult),
+        image_size=size,
+        class_names=list(dm.class_names),
+        **{k: v for k, v in cost.items() if k in ("params", "attention_params", "macs", "flops")},
+        compiled=bool(cfg.model.compile),
+        n_train=int(meta["n_train"]),
+        n_val=int(meta.get("n_val", 0)),
+        n_test=int(meta["n_test"]),
+        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std")},
+        datamodule=dm.describe(),
+        analysis=to_container(cfg.get("analysis")) or {},
+        predictions_file=f"{name}.preds.csv",
+        config=identity["config"],
+        config_hash=identity["config_hash"],
+        split_hash=identity["split_hash"],
+        resumed=resumed,
+        world_size=world,
+        concurrent_jobs=jobs,
+        device=device_string(cfg.trainer.accelerator, world),
+        precision=str(cfg.trainer.precision),
+        commit=git_commit(PACKAGE_DIR),
+        torch_version=torch.__version__,
+    )
+
+
+def thinned(history: list[dict], keep: int = 50) -> list[dict]:
+    """At most ``keep`` evenly spaced epochs, the last one included: a step budget on a 25-crop set runs hundreds
+    of one-batch epochs, and the row keeps the curve, not every point."""
+    if len(history) <= keep:
+        return history
+    step = len(history) / keep
+    return [history[min(len(history) - 1, round((i + 1) * step) - 1)] for i in range(keep)]
+
+
+class RowNotSaved(OSError):
+    """The finished row could not be written where it belongs; the message says where it is instead."""
+
+
+def save_row(row: Row, preds, results_dir: Path, run_dir: Path) -> Path:
+    """Write ``row`` to the results folder, unless that would lose a result:
+
+    - a failed rerun beside an ok row of the same run leaves the ok row (and its predictions) in place and puts
+      the failed row into the run directory (`failed_row.json`);
+    - when the results folder cannot be written (full disk, read-only), the row and its predictions go to the
+      run directory (else a temp folder) and RowNotSaved says where.
+    """
+    target = row_path(results_dir, row.experiment, row.run_name)
+    if row.status != "ok" and _is_ok_row(target):
+        kept = _write_json(Path(run_dir) / "failed_row.json", row)
+        log.warning("the rerun failed; the ok row %s is kept, the failed row is in %s", target, kept)
+        return kept
+    try:
+        return write_row(row, preds, results_dir)
+    except OSError as e:
+        reason = e.strerror or str(e)
+    for folder in (Path(run_dir), Path(tempfile.mkdtemp(prefix="lbam-row-"))):
+        try:
+            path = write_row(row, preds, folder / "unsaved")
+        except OSError:
+            continue
+        raise RowNotSaved(
+            f"cannot write the row of {row.experiment}/{row.run_name} to {target.parent} ({reason}); the finished "
+            f"result is in {path.parent}: move it there once there is room (or fix the folder's permissions)"
+        )
+    raise RowNotSaved(f"cannot write the row of {row.experiment}/{row.run_name} anywhere ({reason})")
+
+
+def _is_ok_row(path: Path) -> bool:
+    try:
+        return path.is_file() and load_row(path).status == "ok"
+    except RowError:
+        return False
+
+
+def _write_json(path: Path, row: Row) -> Path:
+    from lbam.io import atomic_write
+
+    return atomic_write(path, json.dumps(dataclasses.asdict(row), indent=2) + "\n")
+
+
+def identity_of(cfg: DictConfig, dm, name: str) -> dict:
+    """What the checkpoint and the row claim to be: the run name, the config (and its hash), the split's hash."""
+    config = identity_config(cfg, dm)
+    split = digest({"train": dm.train_ids, "val": dm.val_ids, "test": dm.test_ids})
+    return {"run_name": name, "config": config, "config_hash": digest(config), "split_hash": split}

@@ -1,0 +1,242 @@
+"""What the runner promises beyond training: a run is what its row says (identity, exact resume, compile counts),
+no result is lost, every user error is one line, and a run says what it does (progress, summary, TensorBoard)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lbam.config import run_name
+from lbam.results import digest, load_row
+from lbam.rundir import LOCK_TTL_S, RunLock, RunLockedError
+from tests.test_train import ROOT, InjectNaN, Interrupt, InterruptAtEpoch, row_file, run, run_dir, tiny
+
+pytestmark = pytest.mark.slow
+
+
+def _resumable(tmp_path, data_cache, *extra):
+    return tiny(
+        tmp_path, data_cache, *extra, "trainer.max_epochs=3", "callbacks.last_checkpoint.min_interval_s=0"
+    )
+
+
+def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, data_cache):
+    whole = run(_resumable(tmp_path / "a", data_cache, "attention=lbam"))
+    overrides = _resumable(tmp_path / "b", data_cache, "attention=lbam")
+    with pytest.raises(Interrupt):
+        run(overrides, callbacks=[InterruptAtEpoch(2)])
+    resumed = run(overrides)
+    assert resumed["resumed"] is True and whole["resumed"] is False
+    for key in ("test_acc", "test_balanced_acc", "confusion_matrix", "steps", "epochs"):
+        assert resumed[key] == whole[key], key
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert (
+        row_file(tmp_path / "a", whole).with_suffix(".preds.csv").read_bytes()
+        == row_file(tmp_path / "b", resumed).with_suffix(".preds.csv").read_bytes()
+    )
+    assert resumed["config_hash"] == whole["config_hash"] == digest(whole["config"])
+
+
+def test_a_foreign_checkpoint_is_moved_aside_and_the_run_retrains(tmp_path, data_cache, caplog):
+    other = _resumable(tmp_path, data_cache, "attention=lbam", "seed=1")
+    with pytest.raises(Interrupt):
+        run(other, callbacks=[InterruptAtEpoch(1)])
+    mine = _resumable(tmp_path, data_cache, "attention=lbam", "seed=0")
+    (theirs,) = (tmp_path / "experiments").rglob("*seed1/checkpoints/last.ckpt")
+    target = tmp_path / "experiments" / "embodiment1_quick" / run_name("lbam", mine, 0)
+    (target / "checkpoints").mkdir(parents=True)
+    (target / "checkpoints" / "last.ckpt").write_bytes(theirs.read_bytes())  # e.g. copied by hand
+    row = run(mine)
+    assert row["status"] == "ok" and row["resumed"] is False and row["epochs"] == 3
+    (aside,) = (target / "checkpoints").glob("last.ckpt.foreign-*")
+    assert torch.load(aside, weights_only=True)["lbam_identity"]["run_name"].endswith("seed1")
+    assert any("belongs to another run" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failing_rerun_leaves_the_ok_row_intact(tmp_path, data_cache):
+    overrides = tiny(tmp_path, data_cache, "attention=se")
+    ok = run(overrides)
+    path = row_file(tmp_path, ok)
+    before = (path.read_bytes(), path.with_suffix(".preds.csv").read_bytes())
+    failed = run([*overrides, "force=true"], callbacks=[InjectNaN()])
+    assert failed["status"] == "failed"
+    assert (path.read_bytes(), path.with_suffix(".preds.csv").read_bytes()) == before
+    kept = json.loads((run_dir(tmp_path, ok) / "failed_row.json").read_text())
+    assert kept["status"] == "failed" and "non-finite" in kept["error"]
+
+
+def test_a_results_folder_that_cannot_take_the_row_keeps_it_in_the_run_directory(
+    tmp_path, data_cache, monkeypatch
+):
+    import lbam.runrow
+    from lbam.runrow import RowNotSaved
+
+    real = lbam.runrow.write_row
+
+    def full_disk(row, preds, results_dir):
+        if str(results_dir).startswith(str(tmp_path / "results")):
+            raise OSError(28, "No space left on device")
+        return real(row, preds, results_dir)
+
+    monkeypatch.setattr(lbam.runrow, "write_row", full_disk)
+    overrides = tiny(tmp_path, data_cache, "attention=eca")
+    with pytest.raises(RowNotSaved, match=r"No space left on device.*the finished result is in") as err:
+        run(overrides)
+    assert "\n" not in str(err.value)
+    (kept,) = (tmp_path / "experiments").rglob("unsaved/runs/*/*.json")
+    assert load_row(kept).status == "ok" and kept.with_suffix(".preds.csv").is_file()
+
+
+def test_force_checks_the_data_before_deleting_anything(tmp_path, data_cache, monkeypatch):
+    from lbam.data import DataError, SyntheticBCCDDataModule
+
+    overrides = tiny(tmp_path, data_cache, "attention=none")
+    ok = run(overrides)
+    ckpt = tmp_path / "experiments" / ok["checkpoint"]
+
+    def gone(self, stage=None):
+        raise DataError("synthetic_bccd: the data is gone")
+
+    monkeypatch.setattr(SyntheticBCCDDataModule, "setup", gone)
+    with pytest.raises(DataError):
+        run([*overrides, "force=true"])
+    assert ckpt.is_file() and (run_dir(tmp_path, ok) / "finished.json").is_file()
+
+
+def test_a_lock_from_another_host_is_taken_over_only_when_its_heartbeat_stopped(tmp_path, caplog):
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "job": None, "restart": 0}) + "\n")
+    with pytest.raises(RunLockedError, match="process 1 on elsewhere"):
+        RunLock(tmp_path, "exp/run").__enter__()
+    old = time.time() - LOCK_TTL_S - 60
+    os.utime(lock, (old, old))
+    with RunLock(tmp_path, "exp/run") as held:
+        assert held.held and json.loads(lock.read_text())["host"] != "elsewhere"
+    assert not lock.exists() and any("no heartbeat from elsewhere" in r.getMessage() for r in caplog.records)
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": "node7", "job": "42", "restart": 0}))
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with RunLock(tmp_path, "exp/run") as held:
+        assert held.held
+    monkeypatch.setenv("SLURM_JOB_ID", "43")  # another job: the lock is not its own
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": "node7", "job": "42", "restart": 0}))
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path, "exp/run").__enter__()
+
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "lbam.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trainer.max_epoch=3"], "unknown config key 'trainer.max_epoch'; did you mean trainer.max_epochs?"),
+        (["attention=lbm"], "attention=lbm is not an option of attention (one of: bam, cbam, eca, lbam"),
+        (["-m", "attention=lbam,sse"], "attention=sse is not an option of attention"),
+        (["trainer.max_epochs=["], "cannot parse the command line's overrides"),
+        (["experimen=embodiment1"], "did you mean experiment?"),
+    ],
+)
+def test_hydra_composition_errors_are_one_line(tmp_path, args, message):
+    proc = _cli(*args, f"paths.experiments_dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {proc.stderr.strip()[7:]}"]
+    assert message in proc.stderr and "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_piped_run_says_what_it_does_and_nothing_else(tmp_path, data_cache):
+    proc = _cli(*tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2"), "logger=tensorboard")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("epoch 1/2  loss ") and "img/s  ETA" in line for line in lines)
+    assert any(line.startswith("epoch 2/2  loss ") for line in lines)
+    (row,) = (tmp_path / "results" / "runs" / "embodiment1_quick").glob("*.json")
+    assert lines[-1].endswith(f"row {row}") and "test balanced accuracy" in lines[-1]
+    for noise in ("litlogger", "LeafSpec", "GPU available", "val_dataloader", "v_num", "Traceback"):
+        assert noise not in proc.stderr + proc.stdout, noise
+    # TensorBoard's HParams view: the run's overrides and its final metrics, read back from the event file.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (folder,) = {p.parent for p in (tmp_path / "experiments").rglob("tensorboard/**/events.out.tfevents.*")}
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = {k: v.string_value or v.number_value for k, v in start.session_start_info.hparams.items()}
+    assert hparams["attention"] == "none" and hparams["dataset.image_size"] == "32"
+    scalars = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("hparams/")}
+    assert scalars["hparams/test_balanced_acc"] == pytest.approx(load_row(row).test_balanced_acc)
+
+
+def test_a_sweep_with_a_failed_run_exits_non_zero_and_lists_it(tmp_path, data_cache):
+    proc = _cli("-m", *tiny(tmp_path, data_cache, "attention=none", "optimizer.lr=0.001,1e12"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: 1 run(s) of the sweep failed:" in proc.stderr and "non-finite training loss" in proc.stderr
+    statuses = sorted(load_row(p).status for p in (tmp_path / "results" / "runs").rglob("*.json"))
+    assert statuses == ["failed", "ok"]  # the other run of the sweep still ran
+
+
+def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache):
+    proc = _cli(
+        "-m", *tiny(tmp_path, data_cache, "attention=none,se,lbam", "model.compile=true"), timeout=1200
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [load_row(p) for p in (tmp_path / "results" / "runs").rglob("*.json")]
+    assert sorted(r.attention for r in rows) == ["lbam", "none", "se"]
+    assert all(r.compiled and r.compiles and not r.recompile_limit_hit for r in rows), [
+        (r.attention, r.compiles, r.recompile_limit_hit) for r in rows
+    ]
+    assert "recompile_limit" not in proc.stderr and "cache_size_limit" not in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_under_simulated_srun_writes_one_row_with_the_whole_job(tmp_path, data_cache):
+    """Two CPU processes started as `srun --ntasks-per-node=2` would: SLURM's variables, no launcher of ours."""
+    overrides = [o for o in tiny(tmp_path, data_cache, "attention=none") if o != "trainer=cpu"]
+    overrides += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    port = str(_free_port())
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
+             "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "lbam-test", "SLURM_NODELIST": "localhost",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lbam.train", *overrides],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **slurm, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    (path,) = (tmp_path / "results" / "runs" / "embodiment1_quick").glob("*.json")
+    row = load_row(path)
+    assert row.status == "ok" and row.world_size == 2 and "trainer.devices=2" in row.overrides
+    assert row.steps == row.history[-1]["step"] >= 1  # optimiser steps, counted by rank 0 (not 0 as before)
+    assert row.history[-1]["images"] > row.steps * 64  # more than one rank can see at batch 64: summed
+    assert "x2" in row.device
+    assert "already running" not in outs[1][1]  # rank 1 takes no lock
