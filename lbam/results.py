@@ -110,6 +110,8 @@ REQUIRED = tuple(name for name, f in FIELDS.items() if f.default is dataclasses.
 METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
 REQUIRED_OK = (*METRICS, "params", "attention_params", "macs", "flops", "n_train", "n_test", "train_seconds")
 IDENTITY = ("config_hash", "split_hash", "predictions_sha256")
+NAMES = ("experiment", "run_name", "dataset", "backbone", "attention", "placement")  # non-empty strings
+MAX_ROW_BYTES = 16 * 2**20  # a real row is ~13 kB; a bigger file is not a row and is not parsed
 
 
 def digest(obj: Any) -> str:
@@ -140,6 +142,10 @@ def row_problem(d: Any) -> str | None:
     unknown = sorted(set(d) - set(FIELDS))
     if unknown:
         return f"unknown keys {unknown}"
+    # A null where the report groups or names rows would make them vanish from its tables.
+    null = [k for k in REQUIRED if d[k] is None]
+    if null:
+        return f"null in required keys {null}"
     if d["status"] not in STATUSES:
         return f"status {d['status']!r} is not one of {STATUSES}"
     if d["profile"] not in PROFILES:
@@ -166,6 +172,14 @@ def row_problem(d: Any) -> str | None:
     for key in ("params", "attention_params", "macs", "flops", "n_train", "n_test", "seed", "epochs"):
         if isinstance(d.get(key), int) and d[key] < 0:
             return f"{key}={d[key]} is negative"
+    for key in NAMES:
+        if not d[key].strip():
+            return f"{key}={d[key]!r} is empty"
+    if d["image_size"] < 1 or d["width_mult"] <= 0:
+        return f"image_size={d['image_size']!r}, width_mult={d['width_mult']!r}: both must be > 0"
+    for key in ("overrides", "class_names"):
+        if any(not isinstance(x, str) for x in d.get(key) or ()):
+            return f"{key}={d[key]!r} is not a list of strings"
     if d["status"] == "ok" and d["n_test"] < 1:
         return f"n_test={d['n_test']}: an ok row has test samples"
     return None
@@ -180,9 +194,15 @@ def load_row(path: str | Path) -> Row:
     """The row at ``path``; RowError (naming the file and the problem) when it is unreadable or invalid."""
     path = Path(path)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RowError(f"{path}: unreadable row ({e})") from None
+        size = path.stat().st_size
+        text = path.read_text(encoding="utf-8") if size <= MAX_ROW_BYTES else None
+        d = None if text is None else json.loads(text)
+    # ValueError: bad JSON, or an integer over Python's digit limit; RecursionError: nesting too deep to parse.
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else " ".join(str(e).split())[:200]
+        raise RowError(f"{path}: unreadable row ({reason})") from None
+    if text is None:
+        raise RowError(f"{path}: {size} bytes, too big for a row (at most {MAX_ROW_BYTES}); remove the file")
     problem = row_problem(d)
     if problem:
         raise RowError(f"{path}: invalid row: {problem}")
@@ -207,7 +227,7 @@ def read_predictions(row: Row, row_file: str | Path) -> list[tuple[str, int, int
             preds = [(i, int(t), int(p)) for i, t, p in reader]
     except OSError as e:
         raise RowError(f"{path}: unreadable predictions ({e})") from None
-    except ValueError as e:  # a line of the wrong length or a non-integer label
+    except (ValueError, csv.Error) as e:  # a line of the wrong length, a non-integer label, a NUL byte
         raise RowError(f"{path}: malformed predictions line ({e})") from None
     if len(preds) != row.n_test:
         raise RowError(f"{path}: {len(preds)} predictions but the row says n_test={row.n_test}")

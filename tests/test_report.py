@@ -5,75 +5,35 @@ block."""
 import json
 import math
 import statistics
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_rows import N, declare, one_error_line, put, run_cli
 from scipy import stats as sst
 
-from lbam.metrics import classification_metrics, confusion_matrix
-from lbam.report import main
 from lbam.report.rows import ReportError, groups, load_results
 from lbam.report.stats import compare, holm, mcnemar_exact, paired_t, verdict
 from lbam.report.tables import summarize
-from lbam.results import Row, write_row
 
-CLASSES = ["WBC", "RBC", "Platelets"]
-N = 60
+ATTENTIONS = "none,se,cbam,bam,eca,lbam"
 
 
-def put(
-    results: Path,
-    attention="none",
-    seed=0,
-    wrong=(),
-    overrides=(),
-    experiment="exp",
-    status="ok",
-    ids=None,
-    targets=None,
-    **kw,
-) -> Path:
-    """Write one row and its predictions: sample i is predicted right unless i is in ``wrong``."""
-    import torch
-
-    overrides = sorted(overrides)
-    name = "_".join([attention, *overrides, f"s{seed}", kw.pop("suffix", "")]).replace("=", "-")
-    targets = targets or [i % 3 for i in range(N)]
-    ids = ids or [f"img{i // 4}#{i % 4}" for i in range(N)]
-    preds = [(t + 1) % 3 if i in wrong else t for i, t in enumerate(targets)]
-    m = classification_metrics(confusion_matrix(torch.tensor(targets), torch.tensor(preds), 3), CLASSES)
-    row = Row(
-        experiment=experiment, run_name=name, profile=kw.pop("profile", "quick"), seed=seed,
-        overrides=overrides,
-        dataset="bccd", synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={},
-        placement="stage", width_mult=0.5, image_size=48, status=status, class_names=CLASSES,
-        params=1000 + 10 * len(attention), attention_params=10 * len(attention), macs=500, flops=1000,
-        n_train=200, n_test=N, train_seconds=10.0, device=kw.pop("device", "cpu (2 threads, Test CPU)"),
-        commit="abc123", created_at=kw.pop("created_at", "2026-01-01T00:00:00+00:00"), epochs=1, steps=10,
-    )  # fmt: skip
-    if status == "ok":
-        for k in ("test_acc", "test_balanced_acc", "test_macro_f1", "confusion_matrix"):
-            setattr(row, k, m[k])
-    else:
-        row.error = "RuntimeError: loss is nan"
-    for k, v in kw.items():
-        setattr(row, k, v)
-    return write_row(row, list(zip(ids, targets, preds)) if status == "ok" else None, results)
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    rc = main(list(map(str, argv)))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_error_line(err: str, *needles) -> None:
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("lbam.report: error:")]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert str(n) in lines[0]
+@pytest.fixture(autouse=True)
+def sweeps(monkeypatch):
+    """The made-up experiments of these tests declare the sweeps their rows come from."""
+    declare(
+        monkeypatch,
+        "exp",
+        {"attention": ATTENTIONS, "seed": "range(0,10)"},
+        grids=["", "dataset.train_subset=25,50", "dataset.train_subset=25 optimizer.lr=0.1"],
+        settings=["attention=lbam attention.residual=false"],
+    )
+    declare(
+        monkeypatch,
+        "curve",
+        {"attention": "none,bam,lbam", "dataset.train_subset": "25,50,null", "seed": "0,1,2"},
+    )
+    declare(monkeypatch, "quick", {"attention": ATTENTIONS, "seed": "range(0,10)"})
 
 
 def summarize_all(res):
@@ -96,7 +56,7 @@ def test_invalid_row_json_is_an_error_naming_the_file(tmp_path, capsys):
     bad.write_text("{not json")
     rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path)
     assert rc == 1
-    one_error_line(err, bad)
+    one_error_line(err, bad, "unreadable row")
     assert not (tmp_path / "tables").exists()
 
 
@@ -130,7 +90,7 @@ def test_truncated_predictions_are_an_error(tmp_path, capsys):
 
 def test_test_acc_must_agree_with_the_predictions(tmp_path):
     put(tmp_path, "none", wrong={1, 2}, test_acc=1.0)
-    with pytest.raises(ReportError, match=r"predictions give 0\.966667"):
+    with pytest.raises(ReportError, match=r"test_acc=1\.0 but its predictions give 0\.9666666666666667"):
         load_results(tmp_path)
 
 
@@ -157,8 +117,8 @@ def test_mean_sample_std_and_groups(tmp_path):
     for seed, wrong in wrongs.items():
         put(tmp_path, "lbam", seed, wrong)
         put(tmp_path, "none", seed, set(range(seed + 2)))
-    put(tmp_path, "lbam", 0, set(), profile="full", suffix="full")  # another group: never averaged with quick
-    put(tmp_path, "lbam", 0, set(), device="cuda: H100", suffix="gpu")  # another device kind
+    put(tmp_path, "lbam", 3, set(), profile="full")  # another group: never averaged with quick
+    put(tmp_path, "lbam", 4, set(), device="cuda: H100")  # another device kind
     res = load_results(tmp_path)
     r = summary_row(res, "lbam")
     accs = [1 - len(w) / N for w in wrongs.values()]
@@ -186,13 +146,6 @@ def test_failed_runs_are_listed_never_averaged(tmp_path, capsys):
     assert run_cli(capsys, "tables", "--results-dir", tmp_path)[0] == 0
     md = (tmp_path / "tables" / "exp.md").read_text()
     assert "**Failed runs: 1**" in md and "loss is nan" in md
-
-
-def test_a_rerun_of_a_seed_keeps_the_newest_row(tmp_path):
-    put(tmp_path, "lbam", 0, {1, 2}, created_at="2026-01-01T00:00:00+00:00")
-    put(tmp_path, "lbam", 0, set(), created_at="2026-02-01T00:00:00+00:00", suffix="again")
-    r = summary_row(load_results(tmp_path), "lbam")
-    assert (r["n"], r["test_acc_mean"]) == (1, 1.0)
 
 
 # Pairing and tests
@@ -277,18 +230,14 @@ def test_pairing_different_test_sets_is_an_error_naming_both_runs(tmp_path, what
 
 
 def test_holm_and_noninferiority_from_rows(tmp_path):
-    """Five seeds, LBAM vs three baselines: the table's p, Holm p and bounds are the formula's."""
+    """Five seeds, LBAM vs three baselines: the table's p, Holm p and bounds are the formula's. 3,000 test
+    samples, 1,000 per class: w wrong ones spread over the classes give a balanced accuracy of 1 − w/3000."""
     bal = {"lbam": [0.90, 0.92, 0.91, 0.93, 0.90], "none": [0.80, 0.83, 0.81, 0.82, 0.80]}
     bal |= {"bam": [0.901, 0.918, 0.912, 0.929, 0.902], "se": [0.91, 0.90, 0.93, 0.90, 0.92]}
+    a = {"noninferiority_margin": 0.01, "alpha": 0.05}
     for att, values in bal.items():
         for seed, b in enumerate(values):
-            put(
-                tmp_path,
-                att,
-                seed,
-                test_balanced_acc=b,
-                analysis={"noninferiority_margin": 0.01, "alpha": 0.05},
-            )
+            put(tmp_path, att, seed, set(range(round((1 - b) * 3000))), n=3000, analysis=a)
     res = load_results(tmp_path)
     p = compare(res.frame, res.runs).set_index("baseline")
     raw = {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from report_rows import declare
 from torch import nn
 
 from lbam.models import build_backbone
@@ -20,6 +21,12 @@ N = 12
 KWARGS = {"name": "cnn4", "num_classes": 3, "width_mult": 0.25}
 
 
+@pytest.fixture(autouse=True)
+def sweeps(monkeypatch):
+    """The maps are drawn from official runs: "exp" declares the sweep of these rows."""
+    declare(monkeypatch, "exp", {"attention": "lbam,bam", "seed": "0"})
+
+
 def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) -> Path:
     ids, targets = [f"img{i}#0" for i in range(N)], [i % 3 for i in range(N)]
     row = Row(
@@ -27,7 +34,7 @@ def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) 
         synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={}, placement="stage",
         width_mult=0.25, image_size=32, status="ok", test_acc=1.0, test_balanced_acc=1.0, test_macro_f1=1.0,
         class_names=CLASSES, params=1, attention_params=1, macs=1, flops=1, n_train=10, n_test=N,
-        train_seconds=1.0, checkpoint=checkpoint,
+        train_seconds=1.0, checkpoint=checkpoint, device="cpu (2 threads, Test CPU)",
         datamodule={"_target_": "lbam.data.BCCDDataModule"} if datamodule is None else datamodule,
     )  # fmt: skip
     return write_row(row, list(zip(ids, targets, targets)), results)

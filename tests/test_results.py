@@ -5,11 +5,13 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 
 import pytest
 import torch
 
+from lbam import results
 from lbam.io import atomic_write
 from lbam.metrics import classification_metrics, confusion_matrix
 from lbam.results import Row, RowError, git_commit, load_row, read_predictions, row_problem, write_row
@@ -58,6 +60,13 @@ def test_a_written_row_loads_back_with_its_predictions(tmp_path):
         ({"params": -1}, "params=-1 is negative"),
         ({"n_test": 0}, "n_test=0"),
         ({"attention_kwargs": []}, "attention_kwargs=[] is not dict"),
+        ({"backbone": None}, "null in required keys ['backbone']"),
+        ({"image_size": None, "seed": None}, "null in required keys ['seed', 'image_size']"),
+        ({"synthetic": "no"}, "synthetic='no' is not bool"),
+        ({"dataset": " "}, "dataset=' ' is empty"),
+        ({"image_size": 0}, "both must be > 0"),
+        ({"width_mult": -0.5}, "both must be > 0"),
+        ({"overrides": ["a=1", 2]}, "overrides=['a=1', 2] is not a list of strings"),
     ],
 )
 def test_invalid_rows_are_named_and_never_written(tmp_path, change, problem):
@@ -84,6 +93,28 @@ def test_missing_unknown_keys_and_unreadable_files_are_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"history": ' + "[" * 100_000 + "]" * 100_000 + "}", "unreadable row (nested too deeply)"),
+        ('{"seed": ' + "9" * 5000 + "}", "unreadable row (Exceeds the limit"),
+        ("\xff\xfe", "unreadable row"),
+    ],
+)
+def test_deep_huge_or_undecodable_json_is_one_error(tmp_path, text, problem):
+    path = tmp_path / "x.json"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(RowError, match=re.escape(f"{path}: {problem}")):
+        load_row(path)
+
+
+def test_a_file_too_big_for_a_row_is_not_parsed(tmp_path, monkeypatch):
+    path = write_row(ok_row(), PREDS, tmp_path)
+    monkeypatch.setattr(results, "MAX_ROW_BYTES", 100)
+    with pytest.raises(RowError, match=r"bytes, too big for a row \(at most 100\)"):
+        load_row(path)
+
+
+@pytest.mark.parametrize(
     ("content", "problem"),
     [
         ("id,target,pred\ni0,0,0\ni1,1,1\n", "2 predictions but the row says n_test=4"),
@@ -91,6 +122,7 @@ def test_missing_unknown_keys_and_unreadable_files_are_errors(tmp_path):
         ("id,target,pred\ni0,0,0\ni1,1,1\ni2,1,5\ni3,0,0\n", "a label outside 0..1"),
         ("id,target,pred\ni0,0,0\ni1,x,1\ni2,1,0\ni3,0,0\n", "malformed predictions line"),
         ("a,b,c\ni0,0,0\n", "header"),
+        ("id,target,pred\ni0,0,0\ni1,1\x00,1\ni2,1,0\ni3,0,0\n", "malformed predictions line"),
     ],
 )
 def test_bad_predictions_files_are_errors(tmp_path, content, problem):

@@ -1,6 +1,8 @@
 """`python -m lbam.report [tables|figures|readme [--check]|attention-maps --experiment E]`: tables (mean ±
 sample std over seeds, paired LBAM comparisons with Holm, non-inferiority and equivalence), figures, attention
-maps and the README results block from the rows under results/runs (``lbam.results``); never trains.
+maps and the README results block from the rows under results/runs (``lbam.results``); never trains. Every
+row is checked and its metrics recomputed from its predictions (``lbam.report.validate``); only the runs of an
+experiment's declared sweep (``lbam.report.declared``) reach the README block and the main tables.
 
 Without a command: all of them, the attention maps of every experiment whose checkpoints are here. Every error
 is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback."""
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "attention-maps" and not args.experiment:
         raise ReportError("attention-maps needs --experiment NAME")
     res = load_results(args.results_dir, args.skip_invalid)
+    if len(res.other):  # a trial sweep beside the official runs: say where it went
+        print(f"{len(res.other)} run(s) outside the declared sweeps: in 'Other runs', never in the README")
     if cmd in (None, "tables"):
         from lbam.report.tables import write_tables
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lbam.report.declared import commands
 from lbam.report.figures import figure_paths
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
 from lbam.report.stats import FINDINGS, compare
@@ -55,24 +56,22 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     return out
 
 
+def ran(g: pd.DataFrame, res: Results) -> str:
+    """The declared multiruns that made the group's (official) rows, with the values present."""
+    sweep = res.sweeps[g["experiment"].iloc[0]]
+    return commands(sweep, [(int(c), res.runs[i].row) for c, i in zip(g["cell"], g["run"])])
+
+
 def provenance(g: pd.DataFrame, res: Results) -> str:
-    """Runs, devices, commits, dates, training time, and the sweep as one Hydra multirun command."""
+    """Runs, devices, commits, dates, training time, and the declared multiruns that made them."""
     rows = [res.runs[i].row for i in g["run"]]
-    swept: dict[str, set] = {}
-    for k, _, v in (o.partition("=") for r in rows for o in r.overrides if not o.startswith("attention.")):
-        swept.setdefault(k, set()).add(v)
-    command = [f"python -m lbam.train -m experiment={rows[0].experiment}"]
-    command.append(f"attention={','.join(dict.fromkeys(g['attention']))}")
-    command.append(f"seed={','.join(map(str, sorted({r.seed for r in rows})))}")
-    command += [f"{k}={','.join(sorted(v, key=lambda v: (len(v), v)))}" for k, v in sorted(swept.items())]
-    own = sorted({s for s in g["setting"] if "(" in s})  # settings with their own attention overrides
     dates = sorted(r.created_at[:10] for r in rows if r.created_at) or ["?"]
     commits = sorted({(r.commit or "unknown")[:12] for r in rows})
     hours = sum(r.train_seconds or 0.0 for r in rows) / 3600
     return (
         f"Provenance: runs {len(rows)} · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
         f"{', '.join(commits)} · {dates[0]} … {dates[-1]} · training {hours:.2f} h summed over runs · "
-        f"`{' '.join(command)}`" + (f", plus {', '.join(own)}" if own else "") + "."
+        f"{ran(g, res)}."
     )
 
 

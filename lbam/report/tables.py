@@ -136,16 +136,47 @@ def latex(df: pd.DataFrame, caption: str) -> str:
     return tex
 
 
+def other_runs(res: Results, experiment: str) -> list[str]:
+    """The "Other runs" section of an experiment's md: its runs outside the declared sweep, in the same
+    tables, compared only among themselves (never with the official runs, whose verdicts they cannot touch)."""
+    other = res.other[res.other["experiment"] == experiment] if len(res.other) else res.other
+    if not len(other):
+        return []
+    why = (
+        "runs that are no point of the sweep declared in its experiment file (hydra.sweeper.params, "
+        "sweeps.grids, sweeps.settings), e.g. trials with extra overrides"
+        if res.sweeps.get(experiment)
+        else f"the experiment has no file lbam/configs/experiment/{experiment}.yaml, so it declares no sweep"
+    )
+    parts = [f"## Other runs: {len(other)}", f"Never in the README; {why}. Compared only among themselves."]
+    for *_, g in groups(other):
+        text = group_markdown(g, summarize(g, res.runs), compare(g, res.runs))
+        parts.append("\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()))
+    return parts
+
+
+def other_runs_only(res: Results) -> list[Path]:
+    """The md of each experiment that has other runs only (no official ones): their section alone."""
+    written = []
+    for experiment in sorted(set(res.other.get("experiment", ())) - set(res.frame["experiment"])):
+        text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
+        text.append("No official runs: none of its rows is a point of a declared sweep.")
+        md_text = "\n\n".join(text + other_runs(res, experiment)) + "\n"
+        written.append(atomic_write(res.root / "tables" / f"{experiment}.md", md_text))
+    return written
+
+
 def write_tables(res: Results) -> list[Path]:
     written = []
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
         done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
         text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
-        files = {".md": "\n\n".join(text + [group_markdown(*d) for d in done]) + "\n"}
+        more = other_runs(res, experiment)
+        files = {".md": "\n\n".join(text + [group_markdown(*d) for d in done] + more) + "\n"}
         files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
         files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
         if any(len(p) for *_, p in done):
             files["_pairs.csv"] = pd.concat(p for *_, p in done).to_csv(index=False, float_format="%.6g")
         for suffix, data in files.items():
             written.append(atomic_write(res.root / "tables" / f"{experiment}{suffix}", data))
-    return written
+    return written + other_runs_only(res)
