@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.io import atomic_write
+from lbam.report.figures import figures_markdown
 from lbam.report.rows import GROUP, Results, Run, groups, title
 from lbam.report.stats import MIN_SEEDS, compare, delta_vs_none
 
@@ -142,6 +143,7 @@ def write_tables(res: Results) -> list[Path]:
         done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
         text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
         files = {".md": "\n\n".join(text + [group_markdown(*d) for d in done]) + "\n"}
+        files[".md"] += "\n" + figures_markdown(res, experiment)  # figure links, per-class recall
         files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
         files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
         if any(len(p) for *_, p in done):
