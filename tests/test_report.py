@@ -280,7 +280,7 @@ def test_learning_curve_figure_tables_and_readme(tmp_path, capsys):
     )
     assert rc == 0, err
     assert (tmp_path / "figures" / "curve_learning_curve.png").stat().st_size > 1000
-    assert (tmp_path / "figures" / "quick_acc_vs_params.png").is_file()
+    assert (tmp_path / "figures" / "quick_cost_vs_accuracy.png").is_file()
     md = (tmp_path / "tables" / "curve.md").read_text()
     assert (
         md.index("train-set size 25")

@@ -1,32 +1,29 @@
-"""Figures per group, results/figures/<experiment>[_<group>]_<kind>.png: learning_curve (experiments with
-``analysis.curve``: balanced accuracy vs training-set size, one line per setting, LBAM highlighted) or
-acc_vs_params (the others: balanced accuracy vs attention parameters, marker area ∝ FLOPs)."""
+"""Figures per group, results/figures/<experiment>[_<group>]_<kind>.png, and their links for the tables file:
+
+- learning_curve (experiments with ``analysis.curve``): balanced accuracy vs training-set size, logit axis;
+- training_curves: train loss and accuracy per run against step or epoch (lbam.report.training);
+- confusion_matrices: per setting, summed over seeds (lbam.report.confusion, with the per-class recall table);
+- cost_vs_accuracy: balanced accuracy vs attention parameters, FLOPs and images/s (lbam.report.cost); it
+  replaces the former acc_vs_params figure.
+
+Each plot function takes a group and the results and returns the Figure; ``write_figures`` saves them."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from lbam.report.rows import Results, analysis, groups, title, without
+from lbam.report.confusion import plot_confusion, recall_markdown
+from lbam.report.cost import plot_cost
+from lbam.report.figstyle import curve_key, save, spread_label, style
+from lbam.report.rows import Results, groups, title, without
+from lbam.report.training import plot_training_curves
 
-COLORS = plt.get_cmap("tab10").colors * 3
-
-
-def figure_paths(res: Results) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
-    """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of their names."""
-    out = []
-    for experiment, slug, g in groups(res.frame):
-        kind = "learning_curve" if analysis(g, res.runs)["curve"] else "acc_vs_params"
-        name = "_".join(filter(None, (experiment, slug, kind)))
-        if (g["status"] == "ok").any():
-            out.append((experiment, slug, g, kind, res.root / "figures" / f"{name}.png"))
-    return out
+LOGIT_TICKS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999)
 
 
 def lines(g: pd.DataFrame, curve: str | None = None):
@@ -37,49 +34,85 @@ def lines(g: pd.DataFrame, curve: str | None = None):
         yield (f"{setting} [{ctx}]" if ctx else setting), rows
 
 
-def plot_learning_curve(g: pd.DataFrame, res: Results, ax) -> None:
-    for (label, rows), color in zip(lines(g, analysis(g, res.runs)["curve"]), COLORS):
-        st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std"]).sort_index().fillna({"std": 0.0})
-        x, m, s = st.index.to_numpy(), 100 * st["mean"].to_numpy(), 100 * st["std"].to_numpy()
-        label = f"{label}: {int(rows['attention_params'].iloc[0]):,} attn params"
+def plot_learning_curve(g: pd.DataFrame, res: Results):
+    """Balanced accuracy vs training-set size on a logit axis (equal heights for equal odds ratios, so 91 % at
+    25 crops and 99 % at the whole split are both readable); mean per setting, bars ± sample std where n ≥ 2;
+    settings offset sideways at each size so that their bars do not hide each other."""
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    found, colors, ns, lo, hi = list(lines(g, curve_key(g, res))), style(g), [], 1.0, 0.0
+    for k, (label, rows) in enumerate(found):
+        st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std", "count"]).sort_index()
+        ns += list(st["count"])
+        m = st["mean"].to_numpy()
+        s = np.where(st["count"] >= 2, st["std"].fillna(0), 0.0)
+        low, high = np.clip(m - s, 1e-4, 1 - 1e-4), np.clip(m + s, 1e-4, 1 - 1e-4)
+        lo, hi = min(lo, low.min()), max(hi, high.max())
+        x = st.index.to_numpy() * np.exp(0.03 * (k - (len(found) - 1) / 2))  # sideways offset, log x
+        n = "/".join(map(str, sorted(set(st["count"]))))
+        label = f"{label} (n = {n}): {int(rows['attention_params'].iloc[0]):,} attn params"
+        setting = rows["setting"].iloc[0]
         lbam = rows["attention"].iloc[0] == "lbam"  # highlighted: thick, on top
-        style = {"lw": 2.8, "zorder": 3} if lbam else {"lw": 1.2, "alpha": 0.7}
-        ax.plot(x, m, marker="o", color=color, label=label, **style)
-        ax.fill_between(x, m - s, m + s, color=color, alpha=0.2 if lbam else 0.06, lw=0)
+        ax.errorbar(x, m, yerr=[m - low, high - m], ms=5, capsize=2, label=label, lw=2.4 if lbam else 1.1,
+                    alpha=1.0 if lbam else 0.8, zorder=3 if lbam else 2, **colors[setting])  # fmt: skip
+    ax.set_yscale("logit")
+    ax.set_ylim(max(lo - (1 - lo) * 0.3, 1e-4), min(1 - (1 - hi) * 0.7, 1 - 1e-5))
+    ax.yaxis.set_major_locator(FixedLocator(LOGIT_TICKS))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xscale("log")
     sizes = sorted(set(g["x"].dropna()))
     ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
-    ax.minorticks_off()
-    ax.set_xlabel("training-set size (samples, log scale)")
-    ax.legend(fontsize=7, loc="lower right")
-
-
-def plot_acc_vs_params(g: pd.DataFrame, res: Results, ax) -> None:
-    found = list(lines(g))
-    top = max(float(rows["flops"].iloc[0]) for _, rows in found) or 1.0
-    for (label, rows), color in zip(found, COLORS):
-        m, s = 100 * rows["test_balanced_acc"].mean(), 100 * rows["test_balanced_acc"].std()
-        x, flops = int(rows["attention_params"].iloc[0]), float(rows["flops"].iloc[0])
-        ax.errorbar(x, m, yerr=0 if math.isnan(s) else s, fmt="none", ecolor=color, capsize=3)
-        label = f"{label} (n={len(rows)}, {flops / 1e6:,.1f} MFLOPs)"
-        ax.scatter(x, m, s=40 + 360 * flops / top, color=color, alpha=0.8, edgecolors="black", label=label)
-    ax.set_xlabel("attention parameters")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training-set size (samples, log scale; settings offset sideways for legibility)")
+    ax.set_ylabel(f"test balanced accuracy (%), logit scale\n{spread_label(ns)}")
+    ax.grid(alpha=0.3)
     ax.legend(
-        fontsize=7, title="marker area ∝ FLOPs", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1)
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="n: ok seeds per size", title_fontsize=7
     )
+    fig.suptitle(f"learning curve\n{title(g)}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+PLOTS = {
+    "learning_curve": plot_learning_curve,
+    "training_curves": plot_training_curves,
+    "confusion_matrices": plot_confusion,
+    "cost_vs_accuracy": plot_cost,
+}
+
+
+def figure_paths(res: Results) -> list[tuple[str, str, pd.DataFrame, str, Path]]:
+    """(experiment, slug, group, kind, path) of every figure the rows allow: the one source of their names.
+    Training curves need any run (a failed one shows there); the others an ok run."""
+    out = []
+    for experiment, slug, g in groups(res.frame):
+        ok = (g["status"] == "ok").any()
+        kinds = ["learning_curve"] if ok and curve_key(g, res) else []
+        kinds += ["training_curves"] + (["confusion_matrices", "cost_vs_accuracy"] if ok else [])
+        for kind in kinds:
+            name = "_".join(filter(None, (experiment, slug, kind)))
+            out.append((experiment, slug, g, kind, res.root / "figures" / f"{name}.png"))
+    return out
 
 
 def write_figures(res: Results) -> list[Path]:
-    paths = []
-    for _, _, g, kind, path in figure_paths(res):
-        fig, ax = plt.subplots(figsize=(8, 5))
-        (plot_learning_curve if kind == "learning_curve" else plot_acc_vs_params)(g, res, ax)
-        ax.set_ylabel("test balanced accuracy (%), mean ± std over seeds")
-        ax.grid(alpha=0.3)
-        fig.suptitle(f"{kind.replace('_', ' ')}\n{title(g)}", fontsize=10)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return [save(PLOTS[kind](g, res), path) for *_, g, kind, path in figure_paths(res)]
+
+
+def figures_markdown(res: Results, experiment: str) -> str:
+    """For the experiment's tables file: per group, links to its figures (written by `python -m lbam.report
+    figures`) and the attention maps where drawn, and the per-class recall table."""
+    parts = []
+    paths = figure_paths(res)
+    for e, slug, g in groups(res.frame):
+        if e != experiment:
+            continue
+        links = [f"[{kind.replace('_', ' ')}](../figures/{p.name})" for e2, s2, _, kind, p in paths if (e2, s2) == (e, slug)]  # fmt: skip
+        maps = res.root / "figures" / f"{experiment}_attention_maps.png"
+        if maps.is_file():
+            links.append(f"[attention maps](../figures/{maps.name})")
+        parts += [f"## Figures and per-class recall: {title(g)}", "Figures: " + " · ".join(links)]
+        if recall := recall_markdown(g, res):
+            parts.append(recall)
+    return "\n\n".join(parts) + "\n" if parts else ""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.io import atomic_write
+from lbam.report.figures import figures_markdown
 from lbam.report.rows import GROUP, Results, Run, groups, title
 from lbam.report.stats import MIN_SEEDS, compare, delta_vs_none
 
@@ -172,7 +173,11 @@ def write_tables(res: Results) -> list[Path]:
         done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
         text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
         more = other_runs(res, experiment)
-        files = {".md": "\n\n".join(text + [group_markdown(*d) for d in done] + more) + "\n"}
+        body = [group_markdown(*d) for d in done] + [figures_markdown(res, experiment)]  # + links, recall
+        files = {".md": "
+
+".join(text + body + more) + "
+"}
         files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
         files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
         if any(len(p) for *_, p in done):
