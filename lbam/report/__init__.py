@@ -1,9 +1,11 @@
-"""`python -m lbam.report [tables|figures|readme [--check]|attention-maps --experiment E]`: tables (mean ±
-sample std over seeds, paired LBAM comparisons with Holm, non-inferiority and equivalence), figures, attention
-maps and the README results block from the rows under results/runs (``lbam.results``); never trains.
+"""`python -m lbam.report [tables|figures|readme [--check]|attention-maps --experiment E|label-audit]`: tables
+(mean ± sample std over seeds; paired comparisons, LBAM vs the baselines and every module vs none, with
+Holm-corrected difference, non-inferiority and equivalence tests over seeds and over seeds and test smears),
+figures (with the forest plot), attention maps and the README results block from the rows under results/runs
+(``lbam.results``); never trains. label-audit draws the audited crops from BCCD (results/label_audit/).
 
-Without a command: all of them, the attention maps of every experiment whose checkpoints are here. Every error
-is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback."""
+Without a command: all of them but label-audit, the attention maps of every experiment whose checkpoints are
+here. Every error is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 
 from lbam.report.rows import ReportError, load_results
 
-COMMANDS = ("tables", "figures", "readme", "attention-maps")
+COMMANDS = ("tables", "figures", "readme", "attention-maps", "label-audit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "attention-maps" and not args.experiment:
         raise ReportError("attention-maps needs --experiment NAME")
+    if cmd == "label-audit":  # thumbnails from BCCD and the audit list: no rows needed
+        from lbam.report.audit import write_thumbnails
+
+        for path in write_thumbnails(args.results_dir):
+            print(path)
+        return 0
     res = load_results(args.results_dir, args.skip_invalid)
     if cmd in (None, "tables"):
         from lbam.report.tables import write_tables
