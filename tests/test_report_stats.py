@@ -306,6 +306,31 @@ def test_a_malformed_audit_list_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "labels.csv: header" in err and "Traceback" not in err
 
 
+# Forest plot
+
+
+def test_forest_plot_from_crafted_rows(tmp_path, capsys):
+    test = big_test()
+    ids = list(test)
+    for size in (25, 100):
+        for seed in range(3):
+            for att, k in (("none", 2 + seed), ("se", 1), ("bam", seed), ("lbam", 1 + seed % 2)):
+                put(tmp_path, att, seed, test, set(ids[:k]), [f"dataset.train_subset={size}"])
+            put(tmp_path, "lbam", seed, test, set(ids[3:6]), [f"dataset.train_subset={size}", "attention.residual=false"])  # fmt: skip
+    assert main(["figures", "--results-dir", str(tmp_path)]) == 0
+    out = tmp_path / "figures" / "exp_forest.png"
+    assert str(out) in capsys.readouterr().out and out.stat().st_size > 20_000
+
+
+def test_no_forest_plot_without_intervals(tmp_path, capsys):
+    test = big_test()
+    put(tmp_path, "none", 0, test)
+    put(tmp_path, "lbam", 0, test, {"im0#0"})
+    assert main(["figures", "--results-dir", str(tmp_path)]) == 0
+    assert not (tmp_path / "figures" / "exp_forest.png").exists()
+    capsys.readouterr()
+
+
 def test_runs_that_differ_in_test_set_cannot_be_compared(tmp_path):
     test = big_test()
     for seed in range(3):

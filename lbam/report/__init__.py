@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         from lbam.report.figures import write_figures
 
         print(*write_figures(res), sep="\n")
+        from lbam.report.forest import write_forest
+
+        for path in write_forest(res):
+            print(path)
     if cmd in (None, "attention-maps"):
         from lbam.report.maps import attention_maps
 

@@ -13,6 +13,7 @@ import pandas as pd
 
 from lbam.report.audit import audited_ids
 from lbam.report.figures import figure_paths
+from lbam.report.forest import forest_path
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
 from lbam.report.stats import DISAGREE, FINDINGS, NONE, VS_NONE, compare
 from lbam.report.tables import DASH, interval, md, pct, skipped_note, summarize, table, tests_caption
@@ -138,6 +139,8 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
         maps = res.root / "figures" / f"{experiment}_attention_maps.png"
         if maps.is_file():
             links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
+        if (forest := forest_path(res, experiment, slug)).is_file():
+            links.append(f"[forest plot]({link_prefix}/figures/{forest.name})")
         parts += [*section(g, res), provenance(g, res), " · ".join(links)]
     # The verdicts' caption once per distinct α and margin.
     return (
