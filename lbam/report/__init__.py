@@ -1,11 +1,14 @@
-"""`python -m lbam.report [tables|figures|readme [--check]|attention-maps --experiment E|label-audit]`: tables
-(mean ± sample std over seeds; paired comparisons, LBAM vs the baselines and every module vs none, with
-Holm-corrected difference, non-inferiority and equivalence tests over seeds and over seeds and test smears),
-figures (with the forest plot), attention maps and the README results block from the rows under results/runs
-(``lbam.results``); never trains. label-audit draws the audited crops from BCCD (results/label_audit/).
+"""`python -m lbam.report [tables|figures|readme [--check]|attention-maps --experiment E]`: tables (mean ±
+sample std over seeds, paired LBAM comparisons with Holm, non-inferiority and equivalence), figures, attention
+maps and the README results block from the rows under results/runs (``lbam.results``); never trains.
 
-Without a command: all of them but label-audit, the attention maps of every experiment whose checkpoints are
-here. Every error is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback."""
+Without a command: all of them, the attention maps of every experiment whose checkpoints are here. Every error
+is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback.
+
+The comparisons follow the curve's analysis plan (``lbam.report.stats``: every module vs none as well, each
+test twice, over seeds and over seeds and test smears); figures include the forest plot of those comparisons
+(``lbam.report.forest``). `label-audit` (never run without a command) draws the crops of
+results/label_audit/labels.csv from BCCD (``lbam.report.audit``)."""
 
 from __future__ import annotations
 
