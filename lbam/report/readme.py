@@ -11,12 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from lbam.report.audit import audited_ids
 from lbam.report.figures import figure_paths
 from lbam.report.forest import forest_path
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
 from lbam.report.stats import DISAGREE, FINDINGS, NONE, VS_NONE, compare
-from lbam.report.tables import DASH, interval, md, pct, skipped_note, summarize, table, tests_caption
+from lbam.report.tables import (
+    DASH,
+    interval,
+    md,
+    pct,
+    sensitivity,
+    skipped_note,
+    summarize,
+    table,
+    tests_caption,
+)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SHORT = {"differ": "differ", "equivalent": "equiv.", "non-inferior": "NI", "inconclusive": "inc."}
@@ -28,31 +37,6 @@ def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
     if math.isnan(x):
         return rest or "default"
     return f"{x:g}" + (" (all)" if whole else "") + (f" ({rest})" if rest else "")
-
-
-def section(g: pd.DataFrame, res: Results) -> list[str]:
-    s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
-    first = "train size" if curve else "overrides"
-    t = table(s)
-    t[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
-    acc = t.pivot(index=first, columns="setting", values="balanced acc (%)")
-    acc = acc.reindex(index=t[first].unique(), columns=t["setting"].unique())
-    cost = t.drop_duplicates("setting").set_index("setting")  # a setting's cost is the same in every context
-    acc.loc["attn params"], acc.loc["MFLOPs"] = cost["attn params"], cost["MFLOPs"]
-    seeds = "/".join(map(str, sorted(set(s["n"]))))
-    text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
-    if curve:
-        text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
-    if s["failed"].sum():
-        text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
-    head = f"#### {title(g)}" + (" — learning curve" if curve else "")
-    out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
-    if len(p):
-        p[first] = [_label(c, x, w, curve) for c, x, w in zip(p["shown"], p["x"], p["whole"])]
-        out += [tests_caption(p), md(verdict_summary(p, first)), ceiling_summary(p, first)]
-        if drop := audited_ids(res, g):
-            out.append(sensitivity_line(p, compare(g, res.runs, drop), len(drop)))
-    return out
 
 
 def _cell(r: pd.Series, other: str) -> str:
@@ -99,6 +83,32 @@ def sensitivity_line(p: pd.DataFrame, q: pd.DataFrame, n: int) -> str:
         f"Label-audit sensitivity ({n} audited crops removed from the test set; table in the full tables): "
         f"{changed} of {len(p)} stated verdicts change; highest reachable balanced accuracy then {', '.join(best)}."
     )
+
+
+def section(g: pd.DataFrame, res: Results) -> list[str]:
+    s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
+    first = "train size" if curve else "overrides"
+    t = table(s)
+    t[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
+    acc = t.pivot(index=first, columns="setting", values="balanced acc (%)")
+    acc = acc.reindex(index=t[first].unique(), columns=t["setting"].unique())
+    cost = t.drop_duplicates("setting").set_index("setting")  # a setting's cost is the same in every context
+    acc.loc["attn params"], acc.loc["MFLOPs"] = cost["attn params"], cost["MFLOPs"]
+    seeds = "/".join(map(str, sorted(set(s["n"]))))
+    text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
+    if curve:
+        text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
+    if s["failed"].sum():
+        text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
+    head = f"#### {title(g)}" + (" — learning curve" if curve else "")
+    out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
+    if len(p):
+        p[first] = [_label(c, x, w, curve) for c, x, w in zip(p["shown"], p["x"], p["whole"])]
+        out += [tests_caption(p), md(verdict_summary(p, first)), ceiling_summary(p, first)]
+        drop, q = sensitivity(g, res)
+        if drop:
+            out.append(sensitivity_line(p, q, len(drop)))
+    return out
 
 
 def provenance(g: pd.DataFrame, res: Results) -> str:

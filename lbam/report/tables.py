@@ -177,6 +177,27 @@ def sensitivity_markdown(ids: list[str], done: list[tuple[pd.DataFrame, pd.DataF
     return "\n\n".join(parts)
 
 
+def sensitivity(g: pd.DataFrame, res: Results) -> tuple[set[str], pd.DataFrame]:
+    """(the audited crops in group g's test set, its comparisons without them); (set(), empty) when none is."""
+    drop = audited_ids(res, g)
+    return drop, compare(g, res.runs, drop) if drop else pd.DataFrame()
+
+
+def sensitivity_files(res: Results, done: list[tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
+    """The label-audit sensitivity analysis of the groups whose test set holds audited crops: a section for
+    the .md and <experiment>_sensitivity.csv (the pairs without those crops); {} when none does."""
+    found, ids = [], set()
+    for g, p in done:
+        drop, q = sensitivity(g, res) if len(p) else (set(), None)
+        if drop:
+            found.append((g, p, q))
+            ids |= drop
+    if not found:
+        return {}
+    csv = pd.concat(q for *_, q in found).to_csv(index=False, float_format="%.6g")
+    return {".md": "\n" + sensitivity_markdown(sorted(ids), found) + "\n", "_sensitivity.csv": csv}
+
+
 def heading(shown: str, x: float, whole: bool) -> str:
     if math.isnan(x):
         return f"overrides: {shown}" if shown else ""
@@ -217,20 +238,6 @@ def latex(df: pd.DataFrame, caption: str) -> str:
     for a, b in ((" · ", ", "), ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("×", r"$\times$"), ("–", "--")):
         tex = tex.replace(a, b)
     return tex
-
-
-def sensitivity_files(res: Results, done: list[tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
-    """The label-audit sensitivity analysis of the groups whose test set holds audited crops: a section for
-    the .md and <experiment>_sensitivity.csv (the pairs without those crops); {} when none does."""
-    found, ids = [], set()
-    for g, p in done:
-        if len(p) and (drop := audited_ids(res, g)):
-            found.append((g, p, compare(g, res.runs, drop)))
-            ids |= drop
-    if not found:
-        return {}
-    csv = pd.concat(q for *_, q in found).to_csv(index=False, float_format="%.6g")
-    return {".md": "\n" + sensitivity_markdown(sorted(ids), found) + "\n", "_sensitivity.csv": csv}
 
 
 def write_tables(res: Results) -> list[Path]:
