@@ -339,3 +339,15 @@ def test_runs_that_differ_in_test_set_cannot_be_compared(tmp_path):
     res = load_results(tmp_path)
     with pytest.raises(ReportError, match="differ in test samples or targets"):
         compare(res.frame, res.runs)
+
+
+def test_readme_without_enough_seeds_says_so_in_one_line(tmp_path, capsys):
+    test = big_test()
+    put(tmp_path, "none", 0, test)
+    put(tmp_path, "lbam", 0, test, {"im0#0"})
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    assert main(["readme", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 0
+    block = readme.read_text()
+    assert "Paired tests need ≥ 3 seeds (1 here): no verdict. Ceiling (" in block and "| differ" not in block
+    capsys.readouterr()

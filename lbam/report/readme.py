@@ -14,7 +14,7 @@ import pandas as pd
 from lbam.report.figures import figure_paths
 from lbam.report.forest import forest_path
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
-from lbam.report.stats import DISAGREE, FINDINGS, NONE, VS_NONE, compare
+from lbam.report.stats import DISAGREE, FINDINGS, MIN_SEEDS, NONE, VS_NONE, compare
 from lbam.report.tables import (
     DASH,
     interval,
@@ -104,10 +104,16 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
     if len(p):
         p[first] = [_label(c, x, w, curve) for c, x, w in zip(p["shown"], p["x"], p["whole"])]
-        out += [tests_caption(p), md(verdict_summary(p, first)), ceiling_summary(p, first)]
         drop, q = sensitivity(g, res)
-        if drop:
-            out.append(sensitivity_line(p, q, len(drop)))
+        notes = [ceiling_summary(p, first)] + ([sensitivity_line(p, q, len(drop))] if drop else [])
+        if p["n"].max() < MIN_SEEDS:  # no test can run: one sentence instead of a table of inconclusives
+            few = f"Paired tests need ≥ {MIN_SEEDS} seeds ({p['n'].max()} here): no verdict."
+            return [*out, " ".join([few, *notes])]
+        # In the README the main LBAM setting's family and every module vs none; all families in the full tables.
+        shown = p[(p["family"] == VS_NONE) | ~p["setting"].str.contains("(", regex=False)]
+        if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
+            notes.append(f"In the full tables also: {'; '.join(hidden)}.")
+        out += [tests_caption(p), md(verdict_summary(shown, first)), " ".join(notes)]
     return out
 
 
