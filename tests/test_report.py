@@ -190,11 +190,14 @@ def test_paired_t_below_three_seeds_gives_the_mean_only():
 @pytest.mark.parametrize(
     "rec, finding",
     [
-        ({"n": 2, "p_holm": math.nan, "mean": 0.0, "low": math.nan, "high": math.nan}, "inconclusive"),
-        ({"n": 5, "p_holm": 0.001, "mean": 0.05, "low": 0.03, "high": 0.07}, "differ"),
-        ({"n": 5, "p_holm": 0.6, "mean": 0.001, "low": -0.004, "high": 0.006}, "equivalent"),
-        ({"n": 5, "p_holm": 0.08, "mean": 0.01, "low": -0.005, "high": 0.025}, "non-inferior"),
-        ({"n": 5, "p_holm": 0.7, "mean": -0.005, "low": -0.03, "high": 0.02}, "inconclusive"),
+        (
+            {"n": 2, "mean": 0.0} | dict.fromkeys(("p_holm", "p_ni_holm", "p_tost_holm"), math.nan),
+            "inconclusive",
+        ),
+        ({"n": 5, "mean": 0.05, "p_holm": 0.001, "p_ni_holm": 0.001, "p_tost_holm": 0.9}, "differ"),
+        ({"n": 5, "mean": 0.001, "p_holm": 0.6, "p_ni_holm": 0.001, "p_tost_holm": 0.01}, "equivalent"),
+        ({"n": 5, "mean": 0.01, "p_holm": 0.08, "p_ni_holm": 0.01, "p_tost_holm": 0.3}, "non-inferior"),
+        ({"n": 5, "mean": -0.005, "p_holm": 0.7, "p_ni_holm": 0.2, "p_tost_holm": 0.2}, "inconclusive"),
     ],
 )
 def test_verdicts(rec, finding):
@@ -210,7 +213,7 @@ def test_pairs_only_runs_that_differ_in_the_attention_alone(tmp_path):
         put(tmp_path, "bam", seed, overrides=["dataset.train_subset=50"])
         put(tmp_path, "se", seed, overrides=["optimizer.lr=0.1", "dataset.train_subset=25"])
     p = compare(load_results(tmp_path).frame, load_results(tmp_path).runs)
-    assert sorted(zip(p["lbam"], p["baseline"], p["context"])) == [
+    assert sorted(zip(p["setting"], p["baseline"], p["context"])) == [
         ("lbam", "bam", "dataset.train_subset=25"),
         ("lbam (residual=false)", "bam", "dataset.train_subset=25"),
     ]
@@ -230,28 +233,34 @@ def test_pairing_different_test_sets_is_an_error_naming_both_runs(tmp_path, what
 
 
 def test_holm_and_noninferiority_from_rows(tmp_path):
-    """Five seeds, LBAM vs three baselines: the table's p, Holm p and bounds are the formula's. 3,000 test
-    samples, 1,000 per class: w wrong ones spread over the classes give a balanced accuracy of 1 − w/3000."""
-    bal = {"lbam": [0.90, 0.92, 0.91, 0.93, 0.90], "none": [0.80, 0.83, 0.81, 0.82, 0.80]}
-    bal |= {"bam": [0.901, 0.918, 0.912, 0.929, 0.902], "se": [0.91, 0.90, 0.93, 0.90, 0.92]}
-    a = {"noninferiority_margin": 0.01, "alpha": 0.05}
-    for att, values in bal.items():
-        for seed, b in enumerate(values):
-            put(tmp_path, att, seed, set(range(round((1 - b) * 3000))), n=3000, analysis=a)
+    """Five seeds, LBAM vs three baselines: the table's p, Holm p and bounds are the formula's, on balanced
+    accuracy recomputed from the predictions (600 samples, 200 per class; k WBC errors: 1 − k/600)."""
+    n, a = 600, {"noninferiority_margin": 0.01, "alpha": 0.05}
+    ids, targets = [f"img{i // 10}#{i % 10}" for i in range(n)], [i % 3 for i in range(n)]
+    errors = {
+        "lbam": [1, 0, 2, 0, 1],
+        "none": [20, 16, 22, 18, 19],
+        "bam": [1, 1, 2, 0, 2],
+        "se": [7, 0, 9, 0, 6],
+    }
+    for att, ks in errors.items():
+        for seed, k in enumerate(ks):
+            put(tmp_path, att, seed, set(range(0, 3 * k, 3)), ids=ids, targets=targets, analysis=a, n=n)
     res = load_results(tmp_path)
-    p = compare(res.frame, res.runs).set_index("baseline")
+    p = compare(res.frame, res.runs)
+    p = p[p["family"] == "lbam vs baselines"].set_index("baseline")
     raw = {}
     for base in ("none", "bam", "se"):
-        d = [a - b for a, b in zip(bal["lbam"], bal[base])]
+        d = [(kb - ka) / n for ka, kb in zip(errors["lbam"], errors[base])]
         raw[base] = 2 * sst.t.sf(abs(statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(5))), 4)
         lower = statistics.fmean(d) - sst.t.ppf(0.95, 4) * statistics.stdev(d) / math.sqrt(5)
         assert p.at[base, "p"] == pytest.approx(raw[base])
         assert p.at[base, "low"] == pytest.approx(lower)
     for base, adj in zip(raw, holm(list(raw.values()))):
         assert p.at[base, "p_holm"] == pytest.approx(adj)
-    assert p.at["none", "finding"] == "differ" and "LBAM higher" in p.at["none", "verdict"]
-    assert p.at["bam", "finding"] == "equivalent"
-    assert p.at["se", "finding"] == "inconclusive"
+    assert p.at["none", "finding_t"] == "differ" and "higher" in p.at["none", "verdict_t"]
+    assert p.at["bam", "finding_t"] == "equivalent"
+    assert p.at["se", "finding_t"] == "non-inferior"
 
 
 # Learning curve, figures and README
@@ -292,7 +301,8 @@ def test_learning_curve_figure_tables_and_readme(tmp_path, capsys):
     block = text[text.index("results:start") : text.index("results:end")]
     assert block.index("learning curve") < block.index("quick:")  # the curve's finding leads
     assert "| 25 " in block and "| 200 (all) " in block and "equivalent" in block
-    assert "bam (+0.00)" in block  # identical predictions: Δ = 0 on every seed, equivalent within ±1 pp
+    # identical predictions: Δ = 0 on every seed and every resample, equivalent within ±1 pp
+    assert "bam (+0.00 [+0.00, +0.00])" in block
     assert "curve_learning_curve.png" in block and text.endswith("after\n")
     assert len(block.splitlines()) < 60
 

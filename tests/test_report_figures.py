@@ -19,6 +19,7 @@ from lbam.report.figures import PLOTS, figure_paths
 from lbam.report.rows import groups, load_results
 from lbam.report.training import steps_of
 from lbam.results import Row, write_row
+from tests.report_rows import declare
 
 CLASSES = ["WBC", "RBC", "Platelets"]
 TARGETS = [0] * 5 + [1] * 40 + [2] * 15  # WBC is the smallest class: one error = 100 / 5 / 3 = 6.67 pp
@@ -61,8 +62,19 @@ def put(root, experiment, attention, seed, wrong=0, status="ok", overrides=(), *
     write_row(row, list(zip(ids, TARGETS, preds)) if status == "ok" else None, root)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def sweeps():
+    """The made-up experiments declare the sweeps their rows come from (else they are "other runs")."""
+    with pytest.MonkeyPatch.context() as mp:
+        every = {"attention": "none,se,cbam,bam,eca,lbam", "seed": "range(0,10)"}
+        declare(mp, "multi", every)
+        declare(mp, "single", every)
+        declare(mp, "curve", every | {"dataset.train_subset": "20,null"})
+        yield
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, sweeps):
     """Three experiments, reported once: `multi` (3 seeds, a failed run with history, a failed run without, a
     run whose loss rises, 2 concurrent jobs), `single` (one seed per setting), `curve` (a step budget)."""
     root = tmp_path_factory.mktemp("results")

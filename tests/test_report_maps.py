@@ -168,3 +168,43 @@ def test_attention_maps_needs_an_experiment(tmp_path, capsys):
     put(tmp_path, "lbam", None)
     assert main(["attention-maps", "--results-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == "lbam.report: error: attention-maps needs --experiment NAME"
+
+
+class CoarseNet(Net):
+    """The gate sees a 4×4 map of an 8×8 image (stride-2 stem)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+
+def test_capture_upsamples_by_nearest_neighbour():
+    """Each map cell becomes a 2×2 block of the same value: nothing smoothed, no value invented."""
+    torch.manual_seed(0)
+    net, images = CoarseNet().eval(), torch.randn(2, 3, 8, 8)
+    out = maps.capture(net, images, net.gate)
+    native = net.gate.m.mean(1)  # 2×4×4
+    assert out["hw"].tolist() == [4, 4] and out["full"].shape == (2, 8, 8)
+    assert torch.equal(out["full"], native.repeat_interleave(2, 1).repeat_interleave(2, 2))
+
+
+def test_maps_come_from_the_first_module_on_one_colour_scale(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    models = {
+        "LBAM": build_backbone(**KWARGS, attention="lbam"),
+        "BAM": build_backbone(**KWARGS, attention="bam"),
+    }
+    models = {k: m.eval() for k, m in models.items()}
+    used, figures = [], []
+    real = maps.capture
+    monkeypatch.setattr(maps, "capture", lambda m, x, module: used.append(module) or real(m, x, module))
+    monkeypatch.setattr(maps.plt, "close", figures.append)  # keep the figure to inspect it
+    images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
+    dm = types.SimpleNamespace(class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: [(images, labels)])  # fmt: skip
+    maps.figure(models, dm, 1, tmp_path / "m.png", "t")
+    assert used == [models["LBAM"].attention_modules[0], models["BAM"].attention_modules[0]]
+    panels = [im for ax in figures[0].axes for im in ax.get_images() if im.get_array().ndim == 2]  # not RGB
+    assert len(panels) == 3 * 4 and len({im.get_clim() for im in panels}) == 1  # 3 rows × 4 map columns
+    assert all(im.get_interpolation() == "nearest" for im in panels)
+    assert any(ax.get_label() == "<colorbar>" for ax in figures[0].axes)
+    assert "32×32 maps" in figures[0]._suptitle.get_text()

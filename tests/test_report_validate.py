@@ -182,7 +182,7 @@ def test_runs_paired_in_one_context_and_seed_share_their_split(tmp_path, capsys)
         ({"device": None}, "device=None must name the machine"),
         ({"attention": "lbam x"}, "attention='lbam x' must be a name"),
         ({"overrides": ["b=1", "a=2"]}, "are not the run's key=value overrides"),
-        ({"overrides": ["trainer.devices=2"]}, "relevant_overrides: []"),
+        ({"overrides": ["dataset.num_workers=2"]}, "relevant_overrides: []"),
         ({"overrides": ["x"]}, "overrides=['x']"),
         ({"class_names": []}, "must name each class once"),
         ({"analysis": {"alpha": 5}}, "analysis.alpha=5 must be a number in (0, 1)"),

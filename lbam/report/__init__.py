@@ -5,7 +5,12 @@ row is checked and its metrics recomputed from its predictions (``lbam.report.va
 experiment's declared sweep (``lbam.report.declared``) reach the README block and the main tables.
 
 Without a command: all of them, the attention maps of every experiment whose checkpoints are here. Every error
-is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback."""
+is one line (`lbam.report: error: …`) and exit 1; --verbose shows the traceback.
+
+The comparisons follow the curve's analysis plan (``lbam.report.stats``: every module vs none as well, each
+test twice, over seeds and over seeds and test smears); figures include the forest plot of those comparisons
+(``lbam.report.forest``). `label-audit` (never run without a command) draws the crops of
+results/label_audit/labels.csv from BCCD (``lbam.report.audit``)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import sys
 
 from lbam.report.rows import ReportError, load_results
 
-COMMANDS = ("tables", "figures", "readme", "attention-maps")
+COMMANDS = ("tables", "figures", "readme", "attention-maps", "label-audit")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "attention-maps" and not args.experiment:
         raise ReportError("attention-maps needs --experiment NAME")
+    if cmd == "label-audit":  # thumbnails from BCCD and the audit list: no rows needed
+        from lbam.report.audit import write_thumbnails
+
+        for path in write_thumbnails(args.results_dir):
+            print(path)
+        return 0
     res = load_results(args.results_dir, args.skip_invalid)
     if len(res.other):  # a trial sweep beside the official runs: say where it went
         print(f"{len(res.other)} run(s) outside the declared sweeps: in 'Other runs', never in the README")
@@ -47,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         from lbam.report.figures import write_figures
 
         print(*write_figures(res), sep="\n")
+        from lbam.report.forest import write_forest
+
+        for path in write_forest(res):
+            print(path)
     if cmd in (None, "attention-maps"):
         from lbam.report.maps import attention_maps
 

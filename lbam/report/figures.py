@@ -43,7 +43,7 @@ def plot_learning_curve(g: pd.DataFrame, res: Results):
     for k, (label, rows) in enumerate(found):
         st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std", "count"]).sort_index()
         ns += list(st["count"])
-        m = st["mean"].to_numpy()
+        m = np.clip(st["mean"].to_numpy(), 1e-4, 1 - 1e-4)  # a logit axis cannot show 0 % or 100 %
         s = np.where(st["count"] >= 2, st["std"].fillna(0), 0.0)
         low, high = np.clip(m - s, 1e-4, 1 - 1e-4), np.clip(m + s, 1e-4, 1 - 1e-4)
         lo, hi = min(lo, low.min()), max(hi, high.max())

@@ -1,4 +1,6 @@
-"""Attention maps of trained LBAM and BAM checkpoints on test images (`python -m lbam.report attention-maps`).
+"""Attention maps of trained LBAM and BAM checkpoints on test images (`python -m lbam.report attention-maps`),
+taken where they have resolution: the first attention module (the highest-resolution stage), upsampled to the
+image by nearest neighbour, every map on one colour scale with a colour bar.
 
 A results folder may come from someone else, and its rows name a checkpoint and a datamodule: so a checkpoint
 is loaded only from inside the experiments folder with ``torch.load(weights_only=True)`` (never arbitrary
@@ -85,40 +87,48 @@ def build_datamodule(run: Run):
 @torch.no_grad()
 def capture(model: torch.nn.Module, images: torch.Tensor, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The predictions and, from the same forward (``lbam.attention.capture_maps``), the map M of ``module``
-    (its ``gate``) averaged over channels and σ(spatial logits) of its spatial branch, N×H×W at image size."""
+    (its ``gate``) averaged over channels and σ(spatial logits) of its spatial branch, N×H×W at image size by
+    nearest-neighbour upsampling (each map cell a block of pixels: no smoothing that invents structure); "hw":
+    the maps' own resolution."""
     with capture_maps(module) as found:
         logits = model(images)
     maps = {"full": found["gate"].mean(1, keepdim=True)}
     if "spatial" in found:
         maps["spatial"] = torch.sigmoid(found["spatial"])
     size = images.shape[-2:]
-    up = {k: F.interpolate(v, size=size, mode="bilinear")[:, 0] for k, v in maps.items()}
-    return {"pred": logits.argmax(1), **up}
+    up = {k: F.interpolate(v, size=size, mode="nearest")[:, 0] for k, v in maps.items()}
+    return {"pred": logits.argmax(1), "hw": torch.tensor(maps["full"].shape[-2:]), **up}
 
 
 def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
     """Rows = the first ``n_per_class`` test images of each class (from the first batches); columns = the
-    image, then per model σ(spatial) and M (mean over C), min–max scaled per map, raw range below."""
+    image, then per model σ(spatial) and M (mean over C) of its first attention module (the highest-resolution
+    stage), all maps on one colour scale (the range of every map shown) with its colour bar."""
     images, labels = map(torch.cat, zip(*itertools.islice(dm.test_dataloader(), 8)))
     pick = torch.cat([torch.nonzero(labels == c).flatten()[:n_per_class] for c in range(len(dm.class_names))])
     images, labels = images[pick], labels[pick]
-    maps = {name: capture(m, images, m.attention_modules[-1]) for name, m in models.items()}
+    maps = {name: capture(m, images, m.attention_modules[0]) for name, m in models.items()}
     shown = images * torch.tensor(dm.std).view(1, -1, 1, 1) + torch.tensor(dm.mean).view(1, -1, 1, 1)
     cols = [(None, "image")] + [(n, k) for n in models for k in ("spatial", "full") if k in maps[n]]
-    size = (2.3 * len(cols), 2.3 * len(images) + 1)
+    lo = min(float(maps[n][k].min()) for n, k in cols[1:])
+    hi = max(max(float(maps[n][k].max()) for n, k in cols[1:]), lo + 1e-6)
+    size = (2.3 * len(cols) + 0.8, 2.3 * len(images) + 1)
     fig, axes = plt.subplots(len(images), len(cols), figsize=size, squeeze=False)
     for (i, j), ax in np.ndenumerate(axes):
         name, key = cols[j]
-        ax.imshow(shown[i].clamp(0, 1).permute(1, 2, 0).numpy())
-        ax.set(xticks=[], yticks=[], title=f"{name or ''} {MAP_NAMES[key]}" if i == 0 else "")
+        ax.set(xticks=[], yticks=[])
+        if i == 0:
+            ax.set_title(f"{name or ''}\n{MAP_NAMES[key]}", fontsize=9)
         if name is None:
+            ax.imshow(shown[i].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_ylabel(f"true: {dm.class_names[int(labels[i])]}", fontsize=8)
             continue
-        m = maps[name][key][i]
-        lo, hi = float(m.min()), float(m.max())
-        ax.imshow(((m - lo) / max(hi - lo, 1e-8)).numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax.set_xlabel(f"pred {dm.class_names[int(maps[name]['pred'][i])]}, {lo:.3f}–{hi:.3f}", fontsize=7)
-    fig.suptitle(title, fontsize=10)
+        img = ax.imshow(maps[name][key][i].numpy(), cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+        if key == "full":
+            ax.set_xlabel(f"pred {dm.class_names[int(maps[name]['pred'][i])]}", fontsize=7)
+    fig.colorbar(img, ax=axes, shrink=0.6, label="attention weight (one scale for every map)")
+    h, w = (int(v) for v in next(iter(maps.values()))["hw"])
+    fig.suptitle(f"{title}\nfirst attention module: {h}×{w} maps, nearest-neighbour upsampled", fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -140,7 +150,7 @@ def attention_maps(
         paths = [checkpoint_path(lbam, experiments_dir), checkpoint_path(bam, experiments_dir)]
         if None not in paths:
             models = {"LBAM": load_model(lbam, paths[0]), "BAM": load_model(bam, paths[1])}
-            what = f"{experiment} · {r.shown or 'default'} · seed {r.seed} · last attention module"
+            what = f"{experiment} · {r.shown or 'default'} · seed {r.seed}"
             out = res.root / "figures" / f"{experiment}_attention_maps.png"
             return figure(models, build_datamodule(lbam), n_per_class, out, what)
     print(

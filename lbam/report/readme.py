@@ -13,11 +13,23 @@ import pandas as pd
 
 from lbam.report.declared import commands
 from lbam.report.figures import figure_paths
+from lbam.report.forest import forest_path
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
-from lbam.report.stats import FINDINGS, compare
-from lbam.report.tables import DASH, md, pct, skipped_note, summarize, table, tests_caption
+from lbam.report.stats import DISAGREE, FINDINGS, MIN_SEEDS, NONE, VS_NONE, compare
+from lbam.report.tables import (
+    DASH,
+    interval,
+    md,
+    pct,
+    sensitivity,
+    skipped_note,
+    summarize,
+    table,
+    tests_caption,
+)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SHORT = {"differ": "differ", "equivalent": "equiv.", "non-inferior": "NI", "inconclusive": "inc."}
 
 
 def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
@@ -26,6 +38,52 @@ def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
     if math.isnan(x):
         return rest or "default"
     return f"{x:g}" + (" (all)" if whole else "") + (f" ({rest})" if rest else "")
+
+
+def _cell(r: pd.Series, other: str) -> str:
+    """'se (+0.01 [-0.92, +0.93])': the other setting, Δ and the interval including test-set sampling; where
+    (a) and (b) disagree, both verdicts, short ('a: equiv., b: inc.')."""
+    ci = f" {interval(r['boot_low'], r['boot_high'])}" if not math.isnan(r["boot_low"]) else ""
+    both = f"; a: {SHORT[r['finding_t']]}, b: {SHORT[r['finding_boot']]}" if r["finding"] == DISAGREE else ""
+    return f"{other} ({pct(r['mean'], signed=True)}{ci}{both})"
+
+
+def verdict_summary(p: pd.DataFrame, first: str) -> pd.DataFrame:
+    """Per size (or overrides) and family, the comparisons under the verdict (a) and (b) share, or under
+    "a/b disagree"."""
+    rows = []
+    for (label, family), pf in p.groupby([first, "family"], sort=False):
+        vs_none = family == VS_NONE
+        ab = f"A − {NONE}" if vs_none else f"{pf['setting'].iloc[0]} − B"
+        cells = [
+            (r["finding"], _cell(r, r["setting"] if vs_none else r["baseline"])) for _, r in pf.iterrows()
+        ]
+        rows.append({first: label, "Δ = A − B": ab} | {f: ", ".join(c for g, c in cells if g == f) or DASH for f in (*FINDINGS, DISAGREE)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ceiling_summary(p: pd.DataFrame, first: str) -> str:
+    """One line: per size the crops wrong in some run and in every run, and the highest reachable accuracy."""
+    c = p.drop_duplicates(first)
+    per = [f"{lb}: {a} / {len(w.split())} → {100 * b:.2f} %" for lb, a, w, b in zip(c[first], c["ceiling_wrong_any"], c["ceiling_wrong_all"], c["ceiling_best"])]  # fmt: skip
+    always = sorted({i for w in c["ceiling_wrong_all"] for i in w.split()})
+    named = (
+        f"; wrong in every run: {', '.join(always[:5])}{' …' if len(always) > 5 else ''}" if always else ""
+    )
+    return (
+        f"Ceiling ({c['ceiling_crops'].iloc[0]} test crops wrong in at least one run / in every run → the highest "
+        f"reachable balanced accuracy): {'; '.join(per)}{named}."
+    )
+
+
+def sensitivity_line(p: pd.DataFrame, q: pd.DataFrame, n: int) -> str:
+    """How many stated verdicts change with the audited crops removed (the full tables have the table)."""
+    changed = int((p["finding"].to_numpy() != q["finding"].to_numpy()).sum())
+    best = sorted({f"{100 * b:.2f} %" for b in q["ceiling_best"]})
+    return (
+        f"Label-audit sensitivity ({n} audited crops removed from the test set; table in the full tables): "
+        f"{changed} of {len(p)} stated verdicts change; highest reachable balanced accuracy then {', '.join(best)}."
+    )
 
 
 def section(g: pd.DataFrame, res: Results) -> list[str]:
@@ -47,12 +105,16 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
     if len(p):
         p[first] = [_label(c, x, w, curve) for c, x, w in zip(p["shown"], p["x"], p["whole"])]
-        p["cell"] = [f"{b} ({pct(m, signed=True)})" for b, m in zip(p["baseline"], p["mean"])]
-        findings = []
-        for (label, lbam), pc in p.groupby([first, "lbam"], sort=False):
-            found = pc.groupby("finding")["cell"].agg(", ".join)
-            findings.append({first: label, "LBAM": lbam} | {f: found.get(f, DASH) for f in FINDINGS})
-        out += [tests_caption(p), md(pd.DataFrame(findings))]
+        drop, q = sensitivity(g, res)
+        notes = [ceiling_summary(p, first)] + ([sensitivity_line(p, q, len(drop))] if drop else [])
+        if p["n"].max() < MIN_SEEDS:  # no test can run: one sentence instead of a table of inconclusives
+            few = f"Paired tests need ≥ {MIN_SEEDS} seeds ({p['n'].max()} here): no verdict."
+            return [*out, " ".join([few, *notes])]
+        # In the README the main LBAM setting's family and every module vs none; all families in the full tables.
+        shown = p[(p["family"] == VS_NONE) | ~p["setting"].str.contains("(", regex=False)]
+        if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
+            notes.append(f"In the full tables also: {'; '.join(hidden)}.")
+        out += [tests_caption(p), md(verdict_summary(shown, first)), " ".join(notes)]
     return out
 
 
@@ -92,6 +154,8 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
         maps = res.root / "figures" / f"{experiment}_attention_maps.png"
         if maps.is_file():
             links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
+        if (forest := forest_path(res, experiment, slug)).is_file():
+            links.append(f"[forest plot]({link_prefix}/figures/{forest.name})")
         parts += [*section(g, res), provenance(g, res), " · ".join(links)]
     # The verdicts' caption once per distinct α and margin.
     return (

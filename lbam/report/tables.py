@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.io import atomic_write
+from lbam.report.audit import audited_ids
+from lbam.report.bootstrap import RESAMPLES
 from lbam.report.figures import figures_markdown
 from lbam.report.rows import GROUP, Results, Run, groups, title
-from lbam.report.stats import MIN_SEEDS, compare, delta_vs_none
+from lbam.report.stats import MIN_SEEDS, TESTS, compare, delta_vs_none
 
 METRICS = {
     "test_acc": "test acc (%)",
@@ -70,28 +72,131 @@ def pval(p: float) -> str:
     return num(p, 3) if p >= 1e-3 or math.isnan(p) else f"{p:.1e}"
 
 
+def interval(low: float, high: float) -> str:
+    return DASH if math.isnan(low) else f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 def pairs_table(p: pd.DataFrame) -> pd.DataFrame:
-    ci = [
-        DASH if math.isnan(lo) else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]"
-        for lo, hi in zip(p["low"], p["high"])
-    ]
-    cells = {"LBAM": p["lbam"], "baseline": p["baseline"], "n": p["n"]}
+    """One comparison per line: Δ, then per method its interval, Holm p of the three tests and verdict, then
+    the verdict stated (the common one of (a) and (b)) and McNemar per seed."""
+    ci = f"{100 * (1 - 2 * p['alpha'].iloc[0]):g} %"
+    cells = {"comparison": [f"{a} − {b}" for a, b in zip(p["setting"], p["baseline"])], "n": p["n"]}
     cells |= {"Δ bal. acc (pp)": [pct(m, s, signed=True) for m, s in zip(p["mean"], p["std"])]}
-    cells |= {"paired t p": p["p"].map(pval), "Holm p": p["p_holm"].map(pval)}
-    cells |= {f"{100 * (1 - 2 * p['alpha'].iloc[0]):g} % CI (pp)": ci, "McNemar b/c per seed": p["mcnemar"]}
-    return pd.DataFrame(cells | {"verdict": p["verdict"]})
+    for method, pre, name in (("t", "", "(a) seeds"), ("boot", "boot_", "(b) seeds + test")):
+        holms = zip(*(p[f"{pre}{t}_holm"].map(pval) for t in TESTS))
+        cells |= {
+            f"{name}: {ci} CI (pp)": [interval(lo, hi) for lo, hi in zip(p[pre + "low"], p[pre + "high"])]
+        }
+        cells |= {f"{name}: Holm p diff / NI / TOST": [" / ".join(h) for h in holms]}
+        cells |= {f"{name}: verdict": p[f"finding_{method}"]}
+    cells |= {"verdict": p["finding"], "McNemar b/c per seed": p["mcnemar"]}
+    return pd.DataFrame(cells)
 
 
 def tests_caption(p: pd.DataFrame) -> str:
     """How the verdicts are reached, with the experiment's α and margin."""
     alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
+    ci = f"{100 * (1 - 2 * alpha):g} %"
     return (
-        "LBAM vs each baseline tested on the same samples, paired by seed; Δ = LBAM − baseline balanced "
-        "accuracy (pp). *differ*: two-sided paired t-test over the seeds (scipy.stats), Holm-corrected "
-        f"over the baselines, p < {alpha:g}; *equivalent*: the {100 * (1 - 2 * alpha):g} % CI of Δ inside "
-        f"±{margin:g} pp (TOST); *non-inferior*: its lower end > −{margin:g} pp (the margin stated in advance; "
-        f"not adjusted for multiplicity); *inconclusive*: none of these, or fewer than {MIN_SEEDS} seeds."
+        "LBAM vs the baselines and every module vs none, on the same test crops, paired by seed; Δ = A − B "
+        "balanced accuracy (pp), recomputed from the predictions. Three tests per comparison, each "
+        "Holm-corrected within its family (each LBAM setting vs the others; every setting vs none), size and "
+        f"test type, α = {alpha:g}: difference (two-sided), non-inferiority (H0: Δ ≤ −{margin:g} pp) and "
+        f"equivalence (TOST, ±{margin:g} pp; the margin stated in advance). Each twice: (a) over the seeds, "
+        f"paired t-test, {ci} t-interval; (b) over the seeds and the test smears, a paired two-level bootstrap "
+        f"({RESAMPLES:,} resamples of the seeds and of the smears, the same for both settings), {ci} percentile "
+        "interval. *differ*: the difference test rejects; *equivalent*: TOST rejects; *non-inferior*: only "
+        f"non-inferiority rejects; *inconclusive*: none, or fewer than {MIN_SEEDS} seeds. A verdict is stated "
+        "only where (a) and (b) agree."
     )
+
+
+def ceiling_line(r: pd.Series, where: str = "") -> str:
+    """The ceiling of a context's test set (columns ceiling_* of `compare`)."""
+    always = r["ceiling_wrong_all"].split()
+    named = f" ({', '.join(always[:5])}{', …' if len(always) > 5 else ''})" if always else ""
+    return (
+        f"Ceiling{where}: {r['ceiling_wrong_any']} of {r['ceiling_crops']} test crops wrong in at least one of "
+        f"{r['ceiling_runs']} runs, {len(always)} in every run{named}; highest reachable balanced accuracy "
+        f"{100 * r['ceiling_best']:.2f} %."
+    )
+
+
+def findings_parts(pc: pd.DataFrame) -> list[str]:
+    """One context's comparisons: the caption, a table per family (LBAM vs the baselines, every module vs
+    none), the ceiling."""
+    mc = "McNemar's exact test per seed: b = A right and B wrong, c = the reverse."
+    parts = [f"{tests_caption(pc)} {mc}"]
+    for family, pf in pc.groupby("family", sort=False):
+        parts += [f"**{family}**", md(pairs_table(pf))]
+    return [*parts, ceiling_line(pc.iloc[0])]
+
+
+def short_label(shown: str, x: float, whole: bool) -> str:
+    """A context in a table cell: its training-set size on a learning curve, else its overrides."""
+    return (shown or "default") if math.isnan(x) else f"{x:g}" + (" (all)" if whole else "")
+
+
+def sensitivity_table(p: pd.DataFrame, q: pd.DataFrame) -> pd.DataFrame:
+    """Primary (p) and label-audit (q: audited crops removed) analyses side by side, one comparison a line."""
+    keys = ["context", "family", "setting", "baseline"]
+    both = p.merge(q, on=keys, suffixes=("", "_q"))
+    label = [short_label(sh, x, w) for sh, x, w in zip(both["shown"], both["x"], both["whole"])]
+    cells = {"context": label, "family": both["family"]}
+    cells |= {"comparison": [f"{a} − {b}" for a, b in zip(both["setting"], both["baseline"])]}
+    cells |= {"Δ all crops (pp)": [pct(m, signed=True) for m in both["mean"]]}
+    cells |= {"Δ audited removed (pp)": [pct(m, signed=True) for m in both["mean_q"]]}
+    cells |= {
+        "(b) CI, removed": [interval(lo, hi) for lo, hi in zip(both["boot_low_q"], both["boot_high_q"])]
+    }
+    cells |= {"(a), removed": both["finding_t_q"], "(b), removed": both["finding_boot_q"]}
+    cells |= {"verdict, all crops": both["finding"], "verdict, removed": both["finding_q"]}
+    return pd.DataFrame(
+        cells | {"changed": ["yes" if a != b else "" for a, b in zip(both["finding"], both["finding_q"])]}
+    )
+
+
+def sensitivity_markdown(ids: list[str], done: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]) -> str:
+    """The label-audit sensitivity section: per group (g, p, q) the comparisons with and without the audited
+    crops, and the ceiling without them."""
+    parts = [
+        "## Label-audit sensitivity",
+        f"The same analysis with the {len(ids)} audited crops of `results/label_audit/labels.csv` removed from the "
+        f"test set ({', '.join(ids)}); the primary analysis above keeps every crop.",
+    ]
+    for g, p, q in done:
+        changed = int((p["finding"].to_numpy() != q["finding"].to_numpy()).sum())
+        parts += [
+            f"### {title(g)}",
+            f"{changed} of {len(p)} stated verdicts change.",
+            md(sensitivity_table(p, q)),
+        ]
+        for _, r in q.drop_duplicates("context").iterrows():
+            parts.append(
+                ceiling_line(r, f" at {short_label(r['shown'], r['x'], r['whole'])}, audited crops removed")
+            )
+    return "\n\n".join(parts)
+
+
+def sensitivity(g: pd.DataFrame, res: Results) -> tuple[set[str], pd.DataFrame]:
+    """(the audited crops in group g's test set, its comparisons without them); (set(), empty) when none is."""
+    drop = audited_ids(res, g)
+    return drop, compare(g, res.runs, drop) if drop else pd.DataFrame()
+
+
+def sensitivity_files(res: Results, done: list[tuple[pd.DataFrame, pd.DataFrame]]) -> dict[str, str]:
+    """The label-audit sensitivity analysis of the groups whose test set holds audited crops: a section for
+    the .md and <experiment>_sensitivity.csv (the pairs without those crops); {} when none does."""
+    found, ids = [], set()
+    for g, p in done:
+        drop, q = sensitivity(g, res) if len(p) else (set(), None)
+        if drop:
+            found.append((g, p, q))
+            ids |= drop
+    if not found:
+        return {}
+    csv = pd.concat(q for *_, q in found).to_csv(index=False, float_format="%.6g")
+    return {".md": "\n" + sensitivity_markdown(sorted(ids), found) + "\n", "_sensitivity.csv": csv}
 
 
 def heading(shown: str, x: float, whole: bool) -> str:
@@ -115,8 +220,7 @@ def group_markdown(g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame) -> str:
         parts.append(md(table(sc)))
         pc = p[p["context"] == ctx] if len(p) else p
         if len(pc):
-            mc = "McNemar's exact test per seed: b = LBAM right and baseline wrong, c = the reverse."
-            parts += [f"{tests_caption(pc)} {mc}", md(pairs_table(pc))]
+            parts += findings_parts(pc)
     failed = g[g["status"] == "failed"]
     if len(failed):
         errors = [(str(e).strip().splitlines() or ["?"])[-1][:160] for e in failed["error"].fillna("")]
@@ -172,16 +276,15 @@ def write_tables(res: Results) -> list[Path]:
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
         done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
         text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
-        more = other_runs(res, experiment)
+        sens = sensitivity_files(res, [(g, p) for g, _, p in done])
         body = [group_markdown(*d) for d in done] + [figures_markdown(res, experiment)]  # + links, recall
-        files = {".md": "
-
-".join(text + body + more) + "
-"}
+        body += [sens.pop(".md").strip()] if ".md" in sens else []  # the label-audit sensitivity section
+        files = {".md": "\n\n".join(text + body + other_runs(res, experiment)) + "\n"}
         files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
         files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
         if any(len(p) for *_, p in done):
             files["_pairs.csv"] = pd.concat(p for *_, p in done).to_csv(index=False, float_format="%.6g")
+        files |= sens
         for suffix, data in files.items():
             written.append(atomic_write(res.root / "tables" / f"{experiment}{suffix}", data))
     return written + other_runs_only(res)
