@@ -31,7 +31,7 @@ def identity_config(cfg: DictConfig, dm) -> dict:
     steering = {k: v for k, v in (to_container(cfg.get("callbacks")) or {}).items() if k != "last_checkpoint"}
     return {
         "seed": int(cfg.seed),
-        "data": dm.describe(),
+        "dataset": dm.describe(),
         "backbone": {k: v for k, v in to_container(cfg.backbone).items() if k != "_target_"},
         "attention": to_container(cfg.attention),
         "optimizer": to_container(cfg.optimizer),
