@@ -20,6 +20,7 @@ from lbam.report.tables import (
     DASH,
     interval,
     md,
+    num,
     pct,
     sensitivity,
     skipped_note,
@@ -95,12 +96,22 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     acc = acc.reindex(index=t[first].unique(), columns=t["setting"].unique())
     cost = t.drop_duplicates("setting").set_index("setting")  # a setting's cost is the same in every context
     acc.loc["attn params"], acc.loc["MFLOPs"] = cost["attn params"], cost["MFLOPs"]
+    # Measured cost beside the counted ones: training images/s, the median over the setting's runs.
+    speed = g[g["status"] == "ok"].groupby("setting")["images_per_second"].median()
+    acc.loc["train img/s"] = [num(speed.get(c, math.nan)) for c in acc.columns]
     seeds = "/".join(map(str, sorted(set(s["n"]))))
     text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
     if curve:
         text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
     if s["failed"].sum():
         text += f"; {s['failed'].sum()} failed run(s), listed in the full table"
+    jobs = (
+        int(g["concurrent_jobs"].max())
+        if "concurrent_jobs" in g and g["concurrent_jobs"].notna().any()
+        else 1
+    )
+    text += "; cost: attention parameters, FLOPs of one image, and training images/s (median over runs"
+    text += f", {jobs} runs sharing the machine)" if jobs > 1 else ")"
     head = f"#### {title(g)}" + (" — learning curve" if curve else "")
     out = [head, text + ":", md(acc.reset_index().fillna(DASH))]
     if len(p):
