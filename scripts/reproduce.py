@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {p.experiment}: {state}")
     code = 0
-    if not args.no_report:
-        code = subprocess.run([sys.executable, "-m", "lbam.report"], cwd=ROOT).returncode
+    if not args.no_report and plans:  # the report of the folders the runs wrote to
+        paths = plans[0].cfg.paths
+        report = ["--results-dir", str(paths.results_dir), "--experiments-dir", str(paths.experiments_dir)]
+        code = subprocess.run([sys.executable, "-m", "lbam.report", *report], cwd=ROOT).returncode
     if failed:
         print(f"reproduce.py: {len(failed)} run(s) did not finish:", file=sys.stderr)
         print("\n".join(f"  {f}" for f in failed), file=sys.stderr)
