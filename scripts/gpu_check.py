@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTENTIONS = ("none", "se", "cbam", "bam", "eca", "lbam")
+STAGES = ("env", "train", "steps", "ddp")
 # backbone -> (image side, width_mult, batch, build_backbone kwargs), per device.
 STEP_SIZES = {
     "cuda": {"cnn4": (128, 1.0, 64, {}), "vgg16": (224, 1.0, 32, {"batch_norm": True})},
@@ -87,7 +88,7 @@ def stage_env(t: Table, device: str) -> None:
     driver = "nvidia-smi not found"
     if smi:
         query = [smi, "--query-gpu=driver_version", "--format=csv,noheader"]
-        driver = subprocess.run(query, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        driver = (subprocess.run(query, capture_output=True, text=True).stdout.split() or ["unknown"])[0]
     t.add("env", "CUDA / driver", f"{torch.version.cuda} / {driver}", f"{torch.cuda.device_count()} GPU(s)")
     for i in range(torch.cuda.device_count()):
         cap = ".".join(map(str, torch.cuda.get_device_capability(i)))
@@ -150,7 +151,7 @@ def stage_train(t: Table, device: str, paths: list[str]) -> None:
     t.add("train", "compile", f"{row['compile_seconds'] or 0:.0f} s", compiles)
 
 
-def stage_steps(t: Table, device: str) -> None:
+def stage_steps(t: Table, device: str, attentions: tuple[str, ...]) -> None:
     import contextlib
 
     import torch
@@ -212,7 +213,9 @@ def stage_ddp(t: Table, device: str, paths: list[str]) -> None:
     has_spawn = (CONFIG_DIR / "trainer" / "ddp_spawn.yaml").is_file()
     trainer = ["trainer=ddp_spawn"] if has_spawn else ["trainer=ddp", "trainer.strategy=ddp_spawn"]
     accelerator = "gpu" if device == "cuda" else "cpu"
+    # Eager: a smoke test of the processes and the all-reduce, not of compile (the train stage covers it).
     overrides = ["experiment=embodiment1_quick", "attention=lbam", *TINY, *trainer, "trainer.devices=2"]
+    overrides += ["model.compile=false"]
     overrides += [
         f"trainer.accelerator={accelerator}",
         "trainer.max_epochs=1",
@@ -234,8 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="folder for everything it writes (default: a fresh temp folder)")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when present, else cpu")
-    parser.add_argument("--stages", default="env,train,steps,ddp", help="comma-separated subset")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
+    parser.add_argument("--attentions", default=",".join(ATTENTIONS), help="steps: comma-separated subset")
     args = parser.parse_args(argv)
+    for option, given, valid in (
+        ("stages", args.stages, STAGES),
+        ("attentions", args.attentions, ATTENTIONS),
+    ):
+        unknown = [x for x in given.split(",") if x not in valid]
+        if unknown:
+            print(f"gpu_check.py: unknown --{option} {unknown}; valid: {','.join(valid)}", file=sys.stderr)
+            return 2
     out = Path(args.out or tempfile.mkdtemp(prefix="lbam-gpu-check-")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     # Every cache inside OUT (also for the training processes, which inherit the environment).
@@ -260,14 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     stages = {
         "env": lambda t: stage_env(t, device),
         "train": lambda t: stage_train(t, device, paths),
-        "steps": lambda t: stage_steps(t, device),
+        "steps": lambda t: stage_steps(t, device, tuple(args.attentions.split(","))),
         "ddp": lambda t: stage_ddp(t, device, paths),
     }
     t, start = Table(), time.perf_counter()
     for name in args.stages.split(","):
-        if name not in stages:
-            print(f"gpu_check.py: unknown stage {name!r}; valid: {', '.join(stages)}", file=sys.stderr)
-            return 2
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
         try:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -157,3 +158,31 @@ def test_gpu_check_on_the_cpu_writes_its_table_under_out(tmp_path):
     assert by[("ddp", "2 x cpu ddp_spawn")] == "ok"
     assert (out / "gpu_check.md").read_text() in proc.stdout
     assert list((out / "results" / "runs" / "embodiment1").glob("lbam__*.json"))  # the rows stay under OUT
+
+
+def test_gpu_check_reports_each_failing_stage_as_a_line_and_exits_1(tmp_path):
+    """Asked for CUDA on a machine without it: each stage fails (or is skipped) on its own line, none stops the
+    others, and nothing is written outside OUT."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cuda", "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--stages", "env,steps,ddp", "--attentions", "none,lbam"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    rows = json.loads((out / "gpu_check.json").read_text())
+    failed = {(r["stage"], r["item"]) for r in rows if not r["ok"]}
+    assert ("env", "stage") in failed and {
+        ("steps", "cnn4 lbam compiled"),
+        ("steps", "vgg16 none eager"),
+    } <= failed
+    assert next(r["result"] for r in rows if r["stage"] == "ddp") == "skipped"
+    assert "Traceback" not in proc.stdout + proc.stderr
+    bad = subprocess.run([*cmd, "--attentions", "lbam,foo"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "gpu_check.py: unknown --attentions ['foo']; valid: none,se,cbam,bam,eca,lbam"
+    )
