@@ -1,6 +1,13 @@
 # lbam — every target sets up its own environment (.venv) from requirements.txt when missing or stale.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The interpreter that builds .venv: PYTHON=/path/to/python wins, else the first of PYTHONS whose version is in
+# PY_VERSIONS, the versions every exact pin of requirements.txt has wheels for (numpy 2.4, pandas 3 and scipy 1.17
+# need 3.11+; 3.11 first: the version of environment.yml and of the committed results).
+PYTHONS := python3.11 python3.12 python3
+PY_VERSIONS := 3.11 3.12
+PY_CHECK = import sys; print(sys.executable if "%d.%d" % sys.version_info[:2] in "$(PY_VERSIONS)".split() else "")
+PYTHON ?= $(firstword $(foreach p,$(PYTHONS),$(shell $(p) -c '$(PY_CHECK)' 2>/dev/null)))
+PY_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -8,14 +15,25 @@ STAMP := $(VENV)/.installed
 # the command-line tools and the tests.
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k attention"
 PYTEST_ARGS ?=
+# Runs at once in make quick / curve / reproduce (Hydra's joblib launcher); 1 = one after the other.
+JOBS ?= 1
+# make train ARGS="experiment=embodiment1_quick attention=lbam": the overrides of one training run.
+ARGS ?=
+# make gpu-check OUT=/tmp/x DEVICE=cpu: where it writes (default: a fresh temp folder) and on what (default: cuda
+# when present).
+OUT ?=
+DEVICE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format test data quick curve reproduce plots report bench clean
+.PHONY: help venv lint format test data train quick curve reproduce plots report bench gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt pyproject.toml
+	$(if $(wildcard $(PY)),,$(if $(filter $(PY_VERSIONS),$(PY_VERSION)),,$(error the pinned environment needs \
+	  Python $(PY_VERSIONS) but PYTHON='$(PYTHON)' is $(or $(PY_VERSION),not found): install one or run \
+	  make PYTHON=/path/to/python3.11)))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -42,16 +60,19 @@ data: $(STAMP) ## Download what is missing of BCCD and Oxford-IIIT Pet into LBAM
 	@# Try both, fail at the end if either failed (each prints its own clear error).
 	@rc=0; for d in bccd oxford_pets; do $(PY) -m lbam.data download dataset=$$d || rc=1; done; exit $$rc
 
-quick: $(STAMP) ## Quick CPU profile of both embodiments (one seed), then the report
-	$(PY) scripts/reproduce.py --profile quick
+train: $(STAMP) ## One training run: make train ARGS="experiment=embodiment1_quick attention=lbam"
+	$(PY) -m lbam.train $(ARGS)
+
+# The reproduction commands print their plan first (runs, finished, remaining, a time estimate, what is skipped
+# and why); a missing dataset is fetched there, or its experiment skipped with the command that gets it.
+quick: $(STAMP) ## Quick CPU profile of both embodiments (one seed), then the report (JOBS=N: N runs at once)
+	$(PY) scripts/reproduce.py --profile quick --jobs $(JOBS)
 
 curve: $(STAMP) ## Embodiment 1 learning curve on real BCCD (7 settings x sizes x seeds, CPU), then the report
-	$(PY) scripts/reproduce.py --profile curve
+	$(PY) scripts/reproduce.py --profile curve --jobs $(JOBS)
 
-reproduce: $(STAMP) ## Full protocol: data, embodiments 1+2 x 7 settings x 3 seeds, then the report
-	@# A dataset that cannot be fetched is reported by make data; the runner then skips its runs and says so.
-	-$(MAKE) data
-	$(PY) scripts/reproduce.py --profile full
+reproduce: $(STAMP) ## Full protocol: embodiments 1+2 x 7 settings x 3 seeds, then the report (JOBS=N)
+	$(PY) scripts/reproduce.py --profile full --jobs $(JOBS)
 
 plots: $(STAMP) ## Regenerate tables and figures from results/runs (never retrains)
 	$(PY) -m lbam.report
@@ -60,6 +81,9 @@ report: plots ## Same as plots
 
 bench: $(STAMP) ## Module-cost and pipeline-efficiency benchmarks -> results/bench/
 	$(PY) -m lbam.bench
+
+gpu-check: $(STAMP) ## Check a GPU in <= 8 min: versions, an embodiment-1 run, step speeds, DDP (OUT=, DEVICE=cpu)
+	$(PY) scripts/gpu_check.py $(if $(OUT),--out $(OUT)) $(if $(DEVICE),--device $(DEVICE))
 
 clean: ## Remove caches (keeps .venv, data and results)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -16,11 +16,18 @@ attention modules are mostly made of. The same FlopCounterMode counts it, throug
 Everything else counts 0: views, copies, concatenation, indexing, dropout (a no-op in eval).
 ``profile_model`` runs the model's own forward (the modules that train; no other path) in eval mode under
 ``torch.no_grad`` (so BN counts 2 per element), and restores every module's mode afterwards.
+
+``attention_params`` counts the parameters of the model's attention modules (:func:`attention_modules`): those
+it lists in ``model.attention_modules`` (every lbam.models backbone does) and every module of a class of
+lbam.attention (SE, CBAM, BAM, ECA, LBAM) inside it, so a torchvision ResNet with LBAM blocks inserted by hand
+counts too. A model that finds none and declares none (no ``attention_modules`` attribute) gets
+``attention_params=0`` and a warning saying that no attention module was found, never a silent 0.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -82,10 +89,34 @@ def _count_params(params) -> int:
     return sum(p.numel() for p in {id(p): p for p in params}.values())
 
 
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The attention modules of ``model``: those in its ``attention_modules`` list, then every instance of a
+    class of lbam.attention found in it (outermost only: a module inside one of them counts with it), each once."""
+    from lbam.attention import ATTENTIONS
+
+    types = tuple(cls for cls in ATTENTIONS.values() if cls is not None)
+    found = {id(m): m for m in getattr(model, "attention_modules", [])}
+    inside: set[int] = set()
+    for m in model.modules():
+        if id(m) in inside:
+            continue
+        if isinstance(m, types) or id(m) in found:
+            found.setdefault(id(m), m)
+            inside |= {id(sub) for sub in m.modules()} - {id(m)}
+    return list(found.values())
+
+
 def profile_model(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224)) -> dict[str, int]:
-    """``params``, ``attention_params`` (inside ``model.attention_modules``), ``macs`` and ``flops`` of one
-    forward pass of a zero input of ``input_size`` on the model's device (the meta device works: no compute)."""
-    attention = getattr(model, "attention_modules", [])
+    """``params``, ``attention_params`` (of :func:`attention_modules`), ``macs`` and ``flops`` of one forward
+    pass of a zero input of ``input_size`` on the model's device (the meta device works: no compute). Warns when
+    the model neither lists attention modules nor holds one (``attention_params`` is then 0)."""
+    attention = attention_modules(model)
+    if not attention and not hasattr(model, "attention_modules"):
+        warnings.warn(
+            f"profile_model: no attention module (SE, CBAM, BAM, ECA, LBAM) found in {type(model).__name__}: "
+            "attention_params=0",
+            stacklevel=2,
+        )
     first = next(model.parameters(), None)
     x = torch.zeros(input_size, device=first.device if first is not None else "cpu")
     modes = {m: m.training for m in model.modules()}

@@ -1,131 +1,140 @@
-"""The patent's comparison in one command: each experiment's Hydra sweep, then the report.
+"""The patent's comparison in one command: a plan, each experiment's declared sweep, then the report.
 
     python scripts/reproduce.py --profile quick    # embodiment{1,2}_quick, seed 0       (make quick)
     python scripts/reproduce.py --profile full     # embodiment{1,2}, seeds 0 1 2        (make reproduce)
     python scripts/reproduce.py --profile curve    # embodiment1_curve learning curve    (make curve)
+    python scripts/reproduce.py --profile full --jobs 2     # two runs at once (Hydra's joblib launcher)
     python scripts/reproduce.py --profile full --experiments embodiment1 -- trainer.max_epochs=10
+    python scripts/reproduce.py --profile curve --plan      # the plan only: what would run, and for how long
 
-Each experiment file holds its sweep (`hydra.sweeper.params`: attentions, seeds, sizes), so every run goes through
-`python -m lbam.train -m experiment=<name>`; this script adds only what a multirun cannot do: the LBAM row without
-the residual (F ⊗ M; a second sweep), a CPU time estimate for the full protocol, skipping an experiment whose
-dataset is missing (with the reason), and the report at the end. Finished runs are skipped and interrupted ones
-resume, so the command can be rerun.
+First the plan, before anything trains: per experiment its multiruns (`python -m lbam.train -m ...`: the sweeper
+params x each grid x each setting of the experiment file, see scripts/sweep_plan.py), how many runs there are,
+how many finished here and how many remain, a time estimate on this device (scripts/estimate.py) and what is
+skipped and why (a dataset that is missing and cannot be downloaded: the line says how to get it). Then every
+multirun with a run left, and the report. Finished runs are skipped and interrupted ones resume, so the command
+can be rerun. A run that failed, or wrote no row, is listed at the end and makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's lbam, and the planning modules beside
+
+from estimate import estimate  # noqa: E402
+from sweep_plan import Plan, PlanError, describe, plan  # noqa: E402
+
 PROFILES = {
     "quick": ("embodiment1_quick", "embodiment2_quick"),
     "full": ("embodiment1", "embodiment2"),
     "curve": ("embodiment1_curve",),
 }
-# The gate form F ⊗ M of SE/CBAM/ECA, so that the reproduction separates it from the module (issue: BAM and LBAM
-# apply F + F ⊗ M).
-EXTRA = ["attention=lbam", "attention.residual=false"]
+# How to get a dataset that `prepare_data` could not fetch (the error itself names LBAM_DATA_DIR and the URL).
+FETCH = "`make data` fetches both datasets when online"
 
 
-def dataset_problem(experiment: str, overrides: list[str]) -> str | None:
-    """Why the experiment's dataset cannot be used here (None when it can): downloads it when missing."""
-    from hydra.utils import instantiate
-
-    from lbam.config import compose
-    from lbam.data import DataError
-
-    try:
-        dm = instantiate(compose([f"experiment={experiment}", *overrides]).dataset)
-        dm.prepare_data()
-    except DataError as e:
-        return str(e)
-    return None
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        self.exit(2, f"reproduce.py: {message} (see --help)\n")
 
 
-def step_seconds(experiment: str, attention: str, probe_batch: int = 4) -> float:
-    """Seconds of one training step (forward, backward, optimiser) of the experiment's model on this CPU, timed on
-    ``probe_batch`` images and scaled to the configured batch (CPU cost is about linear in the batch)."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from lbam.config import compose
-    from lbam.models import build_backbone
-
-    cfg = compose([f"experiment={experiment}", f"attention={attention}"])
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.attention).items() if k != "name"}
-    backbone = {k: v for k, v in OmegaConf.to_container(cfg.backbone).items() if k != "_target_"}
-    model = build_backbone(**backbone, num_classes=2, attention=attention, attention_kwargs=kwargs)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    size, batch = cfg.dataset.image_size, cfg.dataset.batch_size
-    x, y = torch.randn(probe_batch, 3, size, size), torch.randint(0, 2, (probe_batch,))
-    times = []
-    for _ in range(3):  # the first step warms up the allocator
-        t0 = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / 2 * batch / probe_batch
+def jobs_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be an integer >= 1, got {text!r}")
+    return int(text)
 
 
-def print_cpu_estimate(experiment: str, n_train: int) -> None:
-    from lbam.config import compose
+def launcher(jobs: int) -> list[str]:
+    """Hydra overrides that run ``jobs`` runs of a multirun at once; none for one (Hydra's basic launcher)."""
+    return [] if jobs == 1 else ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
 
-    cfg = compose([f"experiment={experiment}"], with_hydra=True)
-    params = cfg.hydra.sweeper.params or {}
-    attentions = str(params.get("attention", "lbam")).split(",")
-    seeds = len(str(params.get("seed", "0")).split(","))
-    steps = math.ceil(n_train / cfg.dataset.batch_size) * cfg.trainer.max_epochs
-    per_run = [steps * step_seconds(experiment, a) for a in attentions]
-    hours = (sum(per_run) + per_run[-1]) * seeds / 3600  # + the lbam residual=false row, as costly as lbam
-    print(
-        f"[reproduce] {experiment}: no GPU; about {hours:.1f} h on this CPU ({min(per_run) / 60:.0f}-"
-        f"{max(per_run) / 60:.0f} min per run, {len(attentions) + 1} settings x {seeds} seeds). Ctrl+C stops it "
-        "at any point; rerunning resumes. `make quick` is the CPU-sized profile."
+
+def print_plan(p: Plan, estimate_time: bool) -> None:
+    cfg = p.cfg
+    head = (
+        f"{p.experiment}: {cfg.hydra.runtime.choices.dataset}, {cfg.backbone.name} at {cfg.dataset.image_size} px, "
+        f"profile {cfg.profile}"
     )
+    if p.problem:
+        print(f"[plan] {head}: SKIPPED, its dataset is not available: {p.problem} ({FETCH})")
+        return
+    print(f"[plan] {head}")
+    for i, m in enumerate(p.multiruns, 1):
+        done = sum(p.finished(j) for j in m.jobs)
+        dims = " x ".join(f"{k} {describe(v)}" for k, v in m.swept.items()) or "one run"
+        print(f"  {i}. -m {' '.join(m.overrides)}")
+        runs = f"{len(m.jobs)} run{'s' * (len(m.jobs) != 1)}"
+        print(f"     {runs} ({dims}): {done} finished here, {len(m.jobs) - done} to run")
+    jobs, left = p.jobs, p.remaining()
+    line = f"  total: {len(jobs)} runs, {len(jobs) - len(left)} finished here, {len(left)} to run"
+    print(line + (f"; {estimate(p, left)}" if estimate_time and left else ""), flush=True)
+
+
+def run_plan(p: Plan, jobs: int) -> list[str]:
+    """Run every multirun of ``p`` that has a run left; the lines of the runs that did not finish."""
+    for m in p.multiruns:
+        if all(p.finished(j) for j in m.jobs):
+            continue
+        cmd = [sys.executable, "-m", "lbam.train", "-m", *m.overrides, *launcher(jobs)]
+        print("[reproduce] " + " ".join(cmd[1:]), flush=True)
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+        if code:
+            print(f"[reproduce] that multirun exited with {code}; its runs are checked below", flush=True)
+    return [f"{p.name}/{j.name}: {why}" for j in p.jobs if (why := p.failure(j))]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=tuple(PROFILES), default="quick")
-    parser.add_argument("--experiments", nargs="+", help="a subset of the profile's experiments")
+    parser.add_argument("--experiments", nargs="+", help="a subset of the profile's experiments (or others)")
     parser.add_argument("--seeds", help="comma-separated seeds instead of the experiment's, e.g. 0,1")
+    parser.add_argument("--jobs", type=jobs_count, default=1, help="runs at once (Hydra's joblib launcher)")
+    parser.add_argument("--plan", action="store_true", help="print the plan and stop")
+    parser.add_argument("--no-estimate", action="store_true", help="skip the time estimate (its probe steps)")
+    parser.add_argument("--no-report", action="store_true", help="do not regenerate the report at the end")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
-    os.chdir(ROOT)  # the configs' relative paths (data/, results/, experiments/) are repo-relative
-    sys.path.insert(0, str(ROOT))
-    import torch
 
-    extra = [*args.overrides, *([f"seed={args.seeds}"] if args.seeds else [])]
-    summary, t0 = [], time.perf_counter()
-    for experiment in args.experiments or PROFILES[args.profile]:
-        problem = dataset_problem(experiment, args.overrides)
-        if problem:
-            print(f"[reproduce] {experiment}: skipped, its dataset is not available: {problem}")
-            summary.append(f"{experiment}: skipped (dataset not available)")
-            continue
-        if args.profile == "full" and not torch.cuda.is_available():
-            from hydra.utils import instantiate
+    user = [*args.overrides, *([f"seed={args.seeds}"] if args.seeds else [])]
+    try:
+        plans = [plan(e, user) for e in args.experiments or PROFILES[args.profile]]
+        for p in plans:
+            print_plan(p, estimate_time=not args.no_estimate)
+    except PlanError as e:
+        print(f"reproduce.py: {e}", file=sys.stderr)
+        return 2
+    if args.jobs > 1:
+        print(f"[plan] {args.jobs} runs at once (Hydra's joblib launcher); they share this machine's cores")
+    if args.plan:
+        return 0
 
-            from lbam.config import compose
-
-            dm = instantiate(compose([f"experiment={experiment}", *args.overrides]).dataset)
-            dm.setup()
-            print_cpu_estimate(experiment, dm.metadata["n_train"])
-        for sweep in ([], EXTRA):
-            cmd = [sys.executable, "-m", "lbam.train", "-m", f"experiment={experiment}", *sweep, *extra]
-            print("[reproduce] " + " ".join(cmd[1:]), flush=True)
-            code = subprocess.run(cmd, cwd=ROOT).returncode
-            summary.append(f"{' '.join(cmd[4:])}: {'done' if code == 0 else f'exit {code}'}")
+    t0, failed = time.perf_counter(), []
+    for p in plans:
+        if not p.problem:
+            failed += run_plan(p, args.jobs)
     print(f"\n[reproduce] {(time.perf_counter() - t0) / 60:.1f} min")
-    print("\n".join(f"  {s}" for s in summary))
-    return subprocess.run([sys.executable, "-m", "lbam.report"], cwd=ROOT).returncode
+    for p in plans:
+        state = (
+            f"skipped ({p.problem})"
+            if p.problem
+            else f"{len(p.jobs) - len(p.remaining())}/{len(p.jobs)} finished"
+        )
+        print(f"  {p.experiment}: {state}")
+    code = 0
+    if not args.no_report and plans:  # the report of the folders the runs wrote to
+        paths = plans[0].cfg.paths
+        report = ["--results-dir", str(paths.results_dir), "--experiments-dir", str(paths.experiments_dir)]
+        code = subprocess.run([sys.executable, "-m", "lbam.report", *report], cwd=ROOT).returncode
+    if failed:
+        print(f"reproduce.py: {len(failed)} run(s) did not finish:", file=sys.stderr)
+        print("\n".join(f"  {f}" for f in failed), file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ hand-checked model, bookkeeping."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
 import torchvision
 
 from lbam.attention import BAM, CBAM, ECA, LBAM, SE
-from lbam.complexity import count_flops, profile_model
+from lbam.complexity import attention_modules, count_flops, profile_model
 from lbam.models import build_backbone
 
 
@@ -28,7 +30,8 @@ def test_torchvision_documented_costs(name, reference, params, gmacs):
     cost = profile_model(ours, (1, 3, 224, 224))
     assert cost["params"] == params and cost["attention_params"] == 0
     assert round(cost["macs"] / 1e9, 2) == gmacs
-    assert profile_model(theirs, (1, 3, 224, 224))["macs"] == cost["macs"]
+    with pytest.warns(UserWarning, match="no attention module"):  # torchvision's models declare none
+        assert profile_model(theirs, (1, 3, 224, 224))["macs"] == cost["macs"]
 
 
 class Gate(nn.Module):
@@ -47,7 +50,8 @@ def test_exact_counts_on_a_small_model():
         nn.Flatten(),
         nn.Linear(2, 3),  # 6 MACs (bias not counted)
     )
-    cost = profile_model(model, (1, 1, 4, 4))
+    with pytest.warns(UserWarning, match=r"no attention module .* found in Sequential: attention_params=0"):
+        cost = profile_model(model, (1, 1, 4, 4))
     assert cost["macs"] == 294
     assert cost["flops"] == 2 * 294 + 64 + 32 + 96 + 32 + 8
     assert cost["params"] == 18 + 4 + 9 and cost["attention_params"] == 0  # no attention_modules attribute
@@ -188,3 +192,42 @@ def test_bam_mac_overhead_matches_paper():
         plain, bam = build_backbone("resnet50", 1000), build_backbone("resnet50", 1000, attention="bam")
     extra = profile_model(bam, (1, 3, 224, 224))["macs"] - profile_model(plain, (1, 3, 224, 224))["macs"]
     assert round(extra / 1e9, 2) == 0.08
+
+
+# ---- attention modules found by type, in any model ----
+
+
+def test_lbam_inserted_by_hand_into_a_torchvision_resnet_is_counted():
+    model = torchvision.models.resnet18(num_classes=10)
+    inserted = []
+    for name, channels in (("layer1", 64), ("layer2", 128), ("layer3", 256), ("layer4", 512)):
+        inserted.append(LBAM(channels))
+        setattr(model, name, nn.Sequential(getattr(model, name), inserted[-1]))
+    plain = torchvision.models.resnet18(num_classes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # modules were found: no warning
+        cost = profile_model(model, (1, 3, 64, 64))
+    assert [id(m) for m in attention_modules(model)] == [id(m) for m in inserted]
+    expected = sum(p.numel() for m in inserted for p in m.parameters())
+    assert cost["attention_params"] == expected > 0
+    with pytest.warns(UserWarning, match="no attention module"):
+        assert cost["params"] - profile_model(plain, (1, 3, 64, 64))["params"] == expected
+
+
+def test_every_attention_class_is_found_once_and_nested_ones_count_with_their_parent():
+    modules = [SE(16), CBAM(16), BAM(16), ECA(16), LBAM(16)]
+    outer = LBAM(16)
+    outer.extra = SE(16)  # an attention module inside another: counted as part of the outer one
+    model = nn.Sequential(*modules, outer)
+    found = attention_modules(model)
+    assert [type(m) for m in found] == [SE, CBAM, BAM, ECA, LBAM, LBAM] and found[-1] is outer
+    assert profile_model(model, (1, 16, 8, 8))["attention_params"] == sum(
+        p.numel() for p in model.parameters()
+    )
+
+
+def test_a_model_that_declares_no_attention_is_not_warned_about():
+    model = build_backbone("cnn4", 3, attention="none", width_mult=0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert profile_model(model, (1, 3, 32, 32))["attention_params"] == 0

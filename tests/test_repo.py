@@ -64,3 +64,40 @@ def test_readme_results_block_is_generated_from_committed_rows():
 
 def test_readme_fits_on_a_screen():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+def _make_n(*args: str) -> subprocess.CompletedProcess:
+    """`make -n` (print, run nothing) with this interpreter's environment as the venv."""
+    venv = f"VENV={Path(sys.executable).parents[1]}"
+    return subprocess.run(["make", "-n", venv, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_make_train_jobs_and_gpu_check_pass_their_arguments():
+    train = _make_n("train", "ARGS=experiment=embodiment1_quick attention=lbam").stdout
+    assert "-m lbam.train experiment=embodiment1_quick attention=lbam" in train
+    for target in ("quick", "curve", "reproduce"):
+        out = _make_n(target, "JOBS=3").stdout
+        assert f"scripts/reproduce.py --profile {target.replace('reproduce', 'full')} --jobs 3" in out
+        assert "lbam.data download" not in out  # reproduce.py fetches (or skips) data in its plan
+    check = _make_n("gpu-check", "OUT=/tmp/x", "DEVICE=cpu").stdout
+    assert "scripts/gpu_check.py --out /tmp/x --device cpu" in check
+
+
+def test_make_refuses_an_unsupported_python_in_one_line(tmp_path):
+    proc = subprocess.run(
+        ["make", "-n", "venv", f"VENV={tmp_path}/venv", f"PYTHON={tmp_path}/no-python"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "needs Python 3.11 3.12" in proc.stderr and "not found" in proc.stderr
+
+
+def test_python_versions_agree():
+    makefile = (ROOT / "Makefile").read_text()
+    (versions,) = re.findall(r"^PY_VERSIONS := (.+)$", makefile, re.M)
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in versions.split()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'requires-python = ">=3.10,<3.13"' in pyproject
+    assert all(f"Programming Language :: Python :: {v}" in pyproject for v in versions.split())

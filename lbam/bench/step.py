@@ -46,13 +46,22 @@ class StepConfig:
 QUICK = StepConfig(sizes=("tiny",), attentions=("lbam",), rounds=2, min_s=0.0)
 
 
-def make_step(attention: str, size: str, compiled: bool, device: torch.device):
-    """(step function, wall seconds of its first call) for a fresh seeded model, batch and AdamW."""
+def make_step(
+    attention: str,
+    size: str | tuple,
+    compiled: bool,
+    device: torch.device,
+    backbone: str = "cnn4",
+    **model_kw,
+):
+    """(step function, wall seconds of its first call) for a fresh seeded model, batch and AdamW. ``size`` is a
+    key of SIZES or (image side, width_mult, batch); ``model_kw`` go to build_backbone (placement: "auto")."""
     from lbam.models import build_backbone
 
-    image, width, batch = SIZES[size]
+    image, width, batch = SIZES[size] if isinstance(size, str) else size
     torch.manual_seed(0)
-    model = build_backbone("cnn4", 3, attention=attention, placement="auto", width_mult=width).to(device)
+    kw = {"placement": "auto", "width_mult": width, **model_kw}
+    model = build_backbone(backbone, 3, attention=attention, **kw).to(device)
     if compiled:
         model.compile()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

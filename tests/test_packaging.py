@@ -1,0 +1,76 @@
+"""A non-editable install works: the wheel carries the Hydra configs, and `lbam-train` composes them from a folder
+that is not the checkout."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds and installs a wheel (~20 s)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(wheel, site folder): the wheel built from a copy of the sources (the build writes build/ and
+    *.egg-info beside them) and installed with --target."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "lbam", src / "lbam", ignore=shutil.ignore_patterns("__pycache__", "local"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = (tmp / "dist").glob("lbam-*.whl")
+    site = tmp / "site"
+    install = subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)], capture_output=True, text=True
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    return wheel, site
+
+
+def test_wheel_contains_every_config(installed):
+    wheel, _ = installed
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "lbam" / "configs").rglob("*.yaml"))
+    assert "lbam/configs/train.yaml" in configs and "lbam/configs/experiment/embodiment1.yaml" in configs
+    assert "lbam/configs/hydra/launcher/parallel.yaml" in configs
+    missing = [c for c in configs if c not in names and not c.startswith("lbam/configs/local/")]
+    assert not missing, f"the wheel lacks {missing}"
+
+
+def _run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LBAM_ROOT", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(site)  # the installed copy only: the checkout is not on the path
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_installed_lbam_train_composes_its_configs_outside_the_checkout(installed, tmp_path):
+    _, site = installed
+    where = _run_installed(site, tmp_path, sys.executable, "-c", "import lbam; print(lbam.__file__)")
+    assert where.returncode == 0 and where.stdout.strip().startswith(str(site)), where.stderr
+    script = site / "bin" / "lbam-train"
+    assert script.is_file()
+    helped = _run_installed(site, tmp_path, sys.executable, str(script), "--help")
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "== Configuration groups ==" in helped.stdout and "experiment: " in helped.stdout
+    assert "embodiment1_curve" in helped.stdout  # the experiment files are found in the installed package
+    cfg_job = ["--cfg", "job", "--resolve", "experiment=embodiment1"]
+    composed = _run_installed(site, tmp_path, sys.executable, "-m", "lbam.train", *cfg_job)
+    assert composed.returncode == 0, composed.stderr[-2000:]
+    assert "experiment_name: embodiment1" in composed.stdout and "name: cnn4" in composed.stdout
+    # An installed copy's project folders follow the working directory, not site-packages.
+    assert f"results_dir: {tmp_path.resolve()}/results" in composed.stdout
+    assert not list(tmp_path.iterdir()), "printing the config must not write anything"

@@ -1,0 +1,188 @@
+"""scripts/: reproduce.py's plan (the declared sweeps expanded as Hydra does, named as the runner names them,
+finished runs counted), its failures and bad inputs, several runs at once through the joblib launcher, and the
+gpu check on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from estimate import train_steps  # noqa: E402
+from sweep_plan import PlanError, describe, expand, plan  # noqa: E402
+
+from lbam.config import compose  # noqa: E402
+from lbam.results import Row, write_row  # noqa: E402
+
+REPRODUCE = [sys.executable, str(ROOT / "scripts" / "reproduce.py")]
+
+
+def tiny(out: Path, cache: Path) -> list[str]:
+    return [
+        "dataset=synthetic_bccd",
+        "profile=test",
+        "trainer=cpu",
+        "dataset.image_size=32",
+        "backbone.width_mult=0.125",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        f"paths.results_dir={out}/results",
+        f"paths.experiments_dir={out}/experiments",
+        f"paths.cache_dir={cache}",
+    ]
+
+
+def test_expand_follows_hydras_basic_sweeper():
+    jobs, swept = expand(["a=1,2", "b=range(0,3)", "c=x", "a=5,6", "hydra.launcher.n_jobs=2"])
+    # a later override of a key replaces the earlier one in its place; hydra's own overrides are not jobs
+    assert swept == {"a": ["5", "6"], "b": ["0", "1", "2"]}
+    assert jobs[:2] == [["a=5", "b=0", "c=x"], ["a=5", "b=1", "c=x"]] and len(jobs) == 6
+    assert expand(["s=null", "t=true"])[0] == [["s=null", "t=True"]]
+    with pytest.raises(PlanError, match="only choice sweeps"):
+        expand(["lr=interval(0,1)"])
+    assert describe(["0", "1", "2", "3"]) == "0-3" and describe(["25", "null"]) == "25,null"
+
+
+def test_curve_plan_counts_every_grid_and_names_runs_as_the_committed_rows():
+    p = plan("embodiment1_curve", [], check_data=False)
+    counts = [len(m.jobs) for m in p.multiruns]
+    # (sizes x seeds 0-6, 25 crops x seeds 7-59, 100 crops x seeds 7-24) x (6 attentions, then LBAM F x M)
+    assert counts == [6 * 4 * 7, 6 * 53, 6 * 18, 4 * 7, 53, 18] and len(p.jobs) == 693
+    assert p.multiruns[4].overrides == [
+        "experiment=embodiment1_curve",
+        "attention=lbam",
+        "attention.residual=false",
+        "dataset.train_subset=25",
+        "seed=range(7,60)",
+    ]
+    first = {j.name for m in (p.multiruns[0], p.multiruns[3]) for j in m.jobs}
+    committed = {f.stem for f in (ROOT / "results" / "runs" / "embodiment1_curve").glob("*.json")}
+    assert first == committed  # the runner wrote these rows under exactly these names
+
+
+def test_user_overrides_win_and_a_run_is_finished_with_its_marker_and_row(tmp_path):
+    p = plan("embodiment1_quick", [*tiny(tmp_path, tmp_path / "cache"), "seed=3,4"], check_data=False)
+    assert {j.seed for j in p.jobs} == {3, 4} and len(p.jobs) == 2 * 7
+    job = p.jobs[0]
+    assert p.remaining() == p.jobs and p.failure(job) == "no row written"
+    p.run_dir(job).mkdir(parents=True)
+    (p.run_dir(job) / "finished.json").write_text("{}")
+    assert not p.finished(job)  # the marker alone is not enough: the row must exist
+    row = Row(**{k: "x" for k in ("experiment", "run_name", "dataset", "backbone", "attention", "placement")},
+              profile="test", seed=job.seed, overrides=[], synthetic=True, attention_kwargs={}, width_mult=1.0,
+              image_size=32, status="failed", error="ValueError: loss is nan")  # fmt: skip
+    row.experiment, row.run_name = p.name, job.name
+    write_row(row, None, p.cfg.paths.results_dir)
+    assert p.finished(job) and len(p.remaining()) == len(p.jobs) - 1
+    other = p.jobs[1]
+    row.run_name = other.name
+    write_row(row, None, p.cfg.paths.results_dir)
+    assert p.failure(other) == "ValueError: loss is nan"  # a failed row names its error
+
+
+def test_train_steps_follow_the_config():
+    curve = compose(["experiment=embodiment1_curve", "dataset.train_subset=25"])
+    assert train_steps(curve, 4001, 4001) == 300  # the step budget
+    quick = compose(["experiment=embodiment1_quick", "trainer.limit_train_batches=3"])
+    assert train_steps(quick, 4001, 4001) == 3 * 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--experiments", "nope"], "unknown experiment 'nope'; valid: embodiment1,"),
+        (["--jobs", "0"], "--jobs must be an integer >= 1"),
+        (["--experiments", "embodiment1_quick", "--", "seed=[1"], "cannot parse the overrides"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    proc = subprocess.run([*REPRODUCE, "--plan", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_skips_an_experiment_whose_dataset_is_missing_and_says_how_to_get_it(tmp_path):
+    env = {**os.environ, "LBAM_DATA_DIR": str(tmp_path)}  # empty: neither dataset is here
+    args = ["--plan", "--experiments", "embodiment2_quick", "--", "dataset.download=false"]
+    proc = subprocess.run([*REPRODUCE, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("[plan] embodiment2_quick")]
+    assert "SKIPPED" in line and "python -m lbam.data download dataset=oxford_pets" in line
+    assert "LBAM_DATA_DIR" in line and "make data" in line
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_then_rerun_skips_them_and_a_failure_exits_1(tmp_path, data_cache):
+    base = [*REPRODUCE, "--experiments", "embodiment1_quick", "--jobs", "2", "--no-estimate", "--no-report"]
+    overrides = ["--", *tiny(tmp_path, data_cache), "attention=none,eca", "sweeps.settings=[]"]
+    first = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 runs (attention none,eca): 0 finished here, 2 to run" in first.stdout
+    assert "hydra/launcher=parallel hydra.launcher.n_jobs=2" in first.stdout
+    assert "2 jobs" in first.stdout + first.stderr  # Hydra's joblib launcher ran them
+    p = plan("embodiment1_quick", overrides[1:], check_data=False)
+    for job in p.jobs:
+        row = json.loads(p.row_file(job).read_text())
+        assert row["status"] == "ok" and row["attention"] == job.attention and row["run_name"] == job.name
+    again = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "2 finished here, 0 to run" in again.stdout
+    assert "[reproduce] -m lbam.train" not in again.stdout  # nothing left: no multirun started
+    # trainer.max_epochs=0 is a config error: that run writes no row, and the command says so and fails
+    failing = [*overrides[:-2], "attention=none", "trainer.max_epochs=0", "sweeps.settings=[]"]
+    bad = subprocess.run([*base, *failing], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "1 run(s) did not finish" in bad.stderr
+    assert "no row written" in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_on_the_cpu_writes_its_table_under_out(tmp_path):
+    """`make gpu-check DEVICE=cpu` runs this script: every stage, at tiny sizes (several minutes on 2 cores)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    rows = json.loads((out / "gpu_check.json").read_text())
+    assert proc.returncode == 0, [r for r in rows if not r["ok"]] or proc.stderr[-3000:]
+    by = {(r["stage"], r["item"]): r["result"] for r in rows}
+    assert by[("env", "CUDA / driver / bf16 native")] == "none"
+    assert float(by[("train", "test balanced accuracy")].rstrip(" %")) > 0
+    steps = {item for stage, item in by if stage == "steps" and item != "stage time"}
+    assert steps == {
+        f"{b} {a} eager" for b in ("cnn4", "vgg16") for a in ("none", "se", "cbam", "bam", "eca", "lbam")
+    }
+    assert by[("ddp", "2 x cpu ddp_spawn")] == "ok"
+    assert (out / "gpu_check.md").read_text() in proc.stdout
+    assert list((out / "results" / "runs" / "embodiment1").glob("lbam__*.json"))  # the rows stay under OUT
+
+
+def test_gpu_check_reports_each_failing_stage_as_a_line_and_exits_1(tmp_path):
+    """Asked for CUDA on a machine without it: each stage fails (or is skipped) on its own line, none stops the
+    others, and nothing is written outside OUT."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cuda", "--out", str(out)]
+    proc = subprocess.run(
+        [*cmd, "--stages", "env,steps,ddp", "--attentions", "none,lbam"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    rows = json.loads((out / "gpu_check.json").read_text())
+    failed = {(r["stage"], r["item"]) for r in rows if not r["ok"]}
+    assert ("env", "stage") in failed and {
+        ("steps", "cnn4 lbam compiled"),
+        ("steps", "vgg16 none eager"),
+    } <= failed
+    assert next(r["result"] for r in rows if r["stage"] == "ddp") == "skipped"
+    assert "Traceback" not in proc.stdout + proc.stderr
+    bad = subprocess.run([*cmd, "--attentions", "lbam,foo"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "gpu_check.py: unknown --attentions ['foo']; valid: none,se,cbam,bam,eca,lbam"
+    )
