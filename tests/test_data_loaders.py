@@ -178,22 +178,38 @@ def test_training_batches_are_full_and_eval_sees_every_sample(n, train_batches, 
 
 def test_hook_augments_in_training_only_and_knows_the_device():
     dm = fake(64, side=8)
-    batch = next(iter(dm.test_dataloader()))
+
+    def batch():  # a fresh batch each time: training consumes it (flips in place)
+        return next(iter(dm.test_dataloader()))
+
     assert dm.gathers_on_device() is False and dm.trainer is None
-    plain = dm.on_after_batch_transfer(batch, 0)[0]  # outside a Trainer: evaluation
-    assert torch.equal(plain, dm.transform(batch, False)[0])
+    plain = dm.on_after_batch_transfer(batch(), 0)[0]  # outside a Trainer: evaluation
+    assert torch.equal(plain, dm.transform(batch(), False)[0])
     trainer = types.SimpleNamespace(
         training=True, strategy=types.SimpleNamespace(root_device=torch.device("cpu"))
     )
     dm.trainer = trainer
     torch.manual_seed(0)
-    assert not torch.equal(dm.on_after_batch_transfer(batch, 0)[0], plain)  # flipped samples
+    assert not torch.equal(dm.on_after_batch_transfer(batch(), 0)[0], plain)  # flipped samples
     trainer.training = False
-    assert torch.equal(dm.on_after_batch_transfer(batch, 0)[0], plain)
+    assert torch.equal(dm.on_after_batch_transfer(batch(), 0)[0], plain)
     dm.on_device = "auto"
     assert not dm.gathers_on_device()
     trainer.strategy.root_device = torch.device("cuda", 0)
     assert dm.gathers_on_device() and isinstance(next(iter(dm.test_dataloader())), torch.Tensor)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+@pytest.mark.parametrize("kind", ["flips", "rrc"])
+def test_augmenting_never_touches_the_cache(on_device, kind):
+    dm = fake(64, rrc=(0.35, 1.0) if kind == "rrc" else None)
+    dm.on_device = on_device
+    before = dm.images.clone()
+    for train in (True, False):
+        for _ in range(3):
+            for b in dm.train_dataloader() if train else dm.test_dataloader():
+                dm.transform(b, train)
+    assert torch.equal(dm.images, before)
 
 
 def test_normalise_keeps_uint8_until_the_subtraction():
@@ -209,7 +225,7 @@ def test_flips_happen_half_the_time_along_each_axis():
     x = torch.zeros(4000, 3, 4, 4, dtype=torch.uint8)
     x[:, :, 0, 0] = 255  # a mark in the top-left corner shows which flips were applied
     torch.manual_seed(0)
-    out = random_flips(x, (-1, -2))
+    out = random_flips(x.clone(), (-1, -2))
     right = out[:, 0, :, -1].amax(1) == 255
     bottom = out[:, 0, -1, :].amax(1) == 255
     assert abs(right.float().mean().item() - 0.5) < 0.03 and abs(bottom.float().mean().item() - 0.5) < 0.03

@@ -238,11 +238,12 @@ class DataModule(pl.LightningDataModule):
 
     def transform(self, batch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """A loader's batch (sample indices, or uint8 images and labels) → ``(x, y)`` on the batch's device: the
-        gather from the cache (moved to that device once), then :func:`lbam.data.augment.augment`."""
+        gather from the cache (moved to that device once), then :func:`lbam.data.augment.augment`. Training
+        consumes the batch: its uint8 images are flipped in place, as the old loader flipped its gathered copy."""
         if isinstance(batch, torch.Tensor):
             if self._placed is None or self._placed[0].device != batch.device:
                 self._placed = (self.images.to(batch.device), self.labels.to(batch.device))
-            x, y = self._placed[0][batch], self._placed[1][batch]
+            x, y = self._placed[0].index_select(0, batch), self._placed[1].index_select(0, batch)
         else:
             x, y = batch
         if x.device not in self._norm:  # per channel, in pixel units, as the old loader built them
