@@ -1,12 +1,16 @@
-"""Real BCCD (from LBAM_DATA_DIR or ../shared/data): counts, skipped and duplicate boxes, the image-level split."""
+"""Real BCCD (from LBAM_DATA_DIR or ../shared/data): counts, skipped and duplicate boxes, the image-level split,
+pinned to what the code of d5ef74f produced, and the pinned content digest."""
+
+import hashlib
 
 import numpy as np
 import pytest
 import torch
 
 from lbam.data import BCCDDataModule, DataError
-from lbam.data.base import plan_split
-from lbam.data.bccd import CLASS_NAMES, index_voc, parse_annotation
+from lbam.data.bccd import BCCD_CONTENT_SHA256, CLASS_NAMES, content_digest, index_voc, parse_annotation
+from lbam.data.split import plan_split
+from lbam.results import digest
 
 pytestmark = pytest.mark.bccd
 RAW = {"RBC": 4155, "WBC": 372, "Platelets": 361}  # every box in the public annotations
@@ -19,8 +23,7 @@ def make(root, cache, **kw):
 
 def ready(root, cache, **kw):
     dm = make(root, cache, **kw)
-    with pytest.warns(UserWarning, match=r"bccd: skipped 2 item\(s\)"):
-        dm.setup()
+    dm.setup()
     return dm
 
 
@@ -47,8 +50,14 @@ def test_index_skips_two_degenerate_boxes_and_finds_seven_duplicates(index):
     idx, ids, _ = index
     assert idx.n_sources == 364 and len(idx.ids) == 4886
     assert idx.skipped == [
-        {"id": "BloodImage_00338#12", "reason": "empty box after clipping to the image"},
-        {"id": "BloodImage_00343#3", "reason": "empty box after clipping to the image"},
+        {
+            "id": "BloodImage_00338#12",
+            "reason": "degenerate box (xmin=504, ymin=337, xmax=504, ymax=337): zero or negative area",
+        },
+        {
+            "id": "BloodImage_00343#3",
+            "reason": "degenerate box (xmin=181, ymin=329, xmax=181, ymax=329): zero or negative area",
+        },
     ]
     assert len(idx.duplicates) == 7 and all(d["iou"] > 0.9 for d in idx.duplicates)
     by_id = dict(zip(idx.ids, idx.labels.tolist()))
@@ -129,9 +138,8 @@ def test_describe_rebuilds_the_same_test_split(dm, bccd_root, data_cache):
     spec = dm.describe()
     assert spec["_target_"] == "lbam.data.bccd.BCCDDataModule"
     assert not {"root", "cache_dir", "num_workers", "pin_memory", "download"} & set(spec)
-    with pytest.warns(UserWarning):
-        rebuilt = instantiate({**spec, "root": str(bccd_root), "cache_dir": str(data_cache)})
-        rebuilt.setup("test")
+    rebuilt = instantiate({**spec, "root": str(bccd_root), "cache_dir": str(data_cache)})
+    rebuilt.setup("test")
     assert rebuilt.test_ids == dm.test_ids
 
 
@@ -146,3 +154,18 @@ def test_too_large_sizes_fail_before_decoding(bccd_root, tmp_path, monkeypatch):
         with pytest.raises(DataError, match=match):
             make(bccd_root, tmp_path, **kw).setup()
     assert not (tmp_path / "bccd").exists()  # no cache built either
+
+
+def test_split_ids_and_crops_are_those_of_d5ef74f(dm):
+    """The 4,001 / 878 split, the sample ids, labels and crop pixels at 32 px, as the code of d5ef74f made them
+    (digests computed with that checkout): the learning-curve experiment depends on them."""
+    assert (len(dm.train_ids), len(dm.test_ids)) == (4001, 878)
+    assert dm.split_hash == "d12e296f6aca4c5a" == dm.metadata["split_hash"]
+    assert dm.split_hash == digest({"train": dm.train_ids, "val": dm.val_ids, "test": dm.test_ids})
+    assert digest(dm.ids) == "74bca985a2d99d5c" and digest(dm.labels.tolist()) == "843580460fc688f4"
+    pixels = hashlib.sha256(dm.images.numpy().tobytes()).hexdigest()
+    assert pixels == "c08899f21d428c0f4fdbf91a9fb29f7cb9bdd3ef93553767ce08d3f31696e403"
+
+
+def test_real_bccd_is_the_pinned_content(bccd_root):
+    assert content_digest(bccd_root / "BCCD") == BCCD_CONTENT_SHA256

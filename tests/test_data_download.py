@@ -20,7 +20,7 @@ from lbam.data import (
 )
 from lbam.data import download as dl
 from lbam.data.__main__ import main as cli_main
-from lbam.data.bccd import BCCD_URL, pick_voc
+from lbam.data.bccd import BCCD_CONTENT_SHA256, BCCD_URL, content_digest, pick_voc
 from lbam.data.oxford_pets import PETS_SOURCES
 from lbam.data.synthetic import write_bccd, write_pets
 
@@ -42,7 +42,9 @@ def test_offline_download_gives_the_clear_error(tmp_path, offline, monkeypatch):
         dm.prepare_data()
     msg = str(err.value)
     assert str(tmp_path / "BCCD") in msg and BCCD_URL in msg and "\n" not in msg
-    assert f"LBAM_DATA_DIR={tmp_path}" in msg and "Name or service not known" in msg
+    assert (
+        f"LBAM_DATA_DIR={tmp_path}" in msg and "Name or service not known" in msg and "paths.data_dir" in msg
+    )
     assert "python -m lbam.data download dataset=bccd" in msg
     assert isinstance(err.value, DataError)
     assert os.listdir(tmp_path) == []  # no partial folder left behind
@@ -176,14 +178,34 @@ def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
     assert os.listdir(tmp_path) == ["BCCD"]
 
 
-def test_bccd_archive_layout_and_count_are_checked(tmp_path, bccd_zip, monkeypatch):
+def test_bccd_archive_layout_count_and_content_are_checked(tmp_path, bccd_zip, monkeypatch):
     dl.safe_extract(bccd_zip[0], tmp_path / "x")
     with pytest.raises(OSError, match=r"incomplete: 3 annotations, 3 images \(expected 364\)"):
         pick_voc(tmp_path / "x")
     monkeypatch.setattr("lbam.data.bccd.BCCD_IMAGES", 3)
-    assert pick_voc(tmp_path / "x") == tmp_path / "x" / "BCCD_Dataset-abc" / "BCCD"
+    voc = tmp_path / "x" / "BCCD_Dataset-abc" / "BCCD"
+    with pytest.raises(
+        OSError, match=r"BCCD content sha256 mismatch: got [0-9a-f]{64}, expected " + BCCD_CONTENT_SHA256
+    ):
+        pick_voc(tmp_path / "x")  # the twin is not the pinned BCCD
+    monkeypatch.setattr("lbam.data.bccd.BCCD_CONTENT_SHA256", content_digest(voc))
+    assert pick_voc(tmp_path / "x") == voc
+    (voc / "Annotations" / "BloodImage_00001.xml").write_text("<annotation/>")  # one file changed
+    with pytest.raises(OSError, match="content sha256 mismatch"):
+        pick_voc(tmp_path / "x")
     with pytest.raises(OSError, match="layout unexpected"):
         pick_voc(tmp_path / "x" / "BCCD_Dataset-abc")
+
+
+def test_content_digest_covers_names_and_bytes(tmp_path):
+    voc = write_bccd(tmp_path / "a", n_images=2)
+    before = content_digest(voc)
+    assert before == content_digest(voc) and len(before) == 64
+    jpg = voc / "JPEGImages" / "BloodImage_00000.jpg"
+    jpg.rename(voc / "JPEGImages" / "BloodImage_00009.jpg")
+    renamed = content_digest(voc)
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("not part of the content")
+    assert renamed != before and content_digest(voc) == renamed
 
 
 def test_pets_archives_install_side_by_side_and_both_are_needed(tmp_path, monkeypatch):
@@ -196,15 +218,15 @@ def test_pets_archives_install_side_by_side_and_both_are_needed(tmp_path, monkey
         archives.append(dl.Source((tmp_path / f"{part}.tar.gz").as_uri()))
     monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives[:1])
     kw = {"cache_dir": tmp_path, "image_size": 32, "train_size": 0.75, "download": True}
+    (tmp_path / "data").mkdir()
     dm = OxfordPetsDataModule(root=tmp_path / "data", **kw)
     with pytest.raises(DatasetNotFoundError, match=r"incomplete: need images and annotations/trainval\.txt"):
         dm.prepare_data()
     monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives)
     dm.prepare_data()
     assert sorted(p.name for p in dm.dataset_dir().iterdir()) == ["annotations", "images"]
-    with pytest.warns(UserWarning, match="British_Shorthair_1"):  # the twin's corrupt file
-        dm.setup()
-    assert dm.metadata["n_total"] == 95
+    dm.setup()
+    assert dm.metadata["n_total"] == 95 and dm.metadata["skipped_items"][0]["id"] == "British_Shorthair_1"
 
 
 def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):
@@ -245,11 +267,118 @@ def test_cli_info_prints_counts(tmp_path, monkeypatch, capsys):
     assert lines["dataset"] == ["synthetic_bccd", "(SYNTHETIC)"]
     assert lines["split"] == ["total", "images", "WBC", "RBC", "Platelets"]
     dm = SyntheticBCCDDataModule(cache_dir=tmp_path, val_size=0.1)
-    with pytest.warns(UserWarning):
-        dm.setup()
+    dm.setup()
     m = dm.metadata
     for split in ("train", "val", "test"):
         counts = [sum(m["class_counts"][split]), m["images"][split], *m["class_counts"][split]]
         assert [int(v) for v in lines[split]] == counts and counts[0] > 0
-    assert lines["skipped"] == ["1"] and lines[m["skipped_items"][0]["id"] + ":"][0] == "empty"
+    assert lines["skipped"] == ["1"] and lines[m["skipped_items"][0]["id"] + ":"][0] == "degenerate"
     assert lines["duplicates"] == ["1", "(dropped)"] and str(tmp_path) in lines["cache"][0]
+
+
+def _zip(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def _broken(tmp_path, kind):
+    """A download that went wrong: an HTML page, a truncated zip or tar.gz, a zip whose data fails its CRC."""
+    if kind == "html":
+        path = tmp_path / "page"
+        path.write_bytes(b"<!DOCTYPE html><html><body>Sign in to the Wi-Fi</body></html>")
+        return path
+    if kind == "truncated-targz":
+        path = tmp_path / "a.tar.gz"
+        with tarfile.open(path, "w:gz") as tf:
+            data = os.urandom(50_000)
+            info = tarfile.TarInfo("big.bin")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        path.write_bytes(path.read_bytes()[:20_000])
+        return path
+    path = _zip(tmp_path / "a.zip", [("d/a.txt", b"a" * 5000), ("d/b.txt", b"hello world" * 100)])
+    data = bytearray(path.read_bytes())
+    if kind == "truncated-zip":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+        return path
+    start = data.index(b"d/b.txt") + len("d/b.txt")  # first local header's name; its data follows
+    data[start + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("html", r"not a zip or tar archive \(\d+ bytes starting b'<!DOCTYPE html>.*captive-portal page"),
+        ("truncated-zip", r"not a zip or tar archive"),
+        ("truncated-targz", r"unreadable: (Compressed file ended|unexpected end of data)"),
+        ("crc", r"unreadable: Bad CRC-32 for file 'd/b.txt'|unreadable: Error -3 while decompressing"),
+    ],
+)
+def test_a_broken_download_is_one_line_and_leaves_nothing(tmp_path, kind, why):
+    archive = _broken(tmp_path, kind)
+    target = tmp_path / "data" / "BCCD"
+    with pytest.raises(DatasetNotFoundError, match=why) as err:
+        dl.install("bccd", [dl.Source(archive.as_uri())], target, lambda staging: staging)
+    assert "\n" not in str(err.value) and "python -m lbam.data download dataset=bccd" in str(err.value)
+    assert os.listdir(tmp_path / "data") == []  # no partial folder
+
+
+def test_extraction_caps_the_bytes_it_writes(tmp_path):
+    bomb = _zip(tmp_path / "bomb.zip", [("zeros.bin", b"\0" * 3_000_000)])  # compresses to a few KB
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(
+        dl.UnsafeArchiveError, match=r"bomb.zip: its members declare 0.00 GiB, more than"
+    ) as err:
+        dl.safe_extract(bomb, tmp_path / "out", max_bytes=1_000_000)
+    assert "zip or tar bomb" in str(err.value) and not (tmp_path / "out" / "zeros.bin").exists()
+    members = [(tarfile.TarInfo(f"f{i}.bin"), b"\0" * 400_000) for i in range(3)]
+    tar = _tar(tmp_path / "bomb.tar", members)
+    with pytest.raises(dl.UnsafeArchiveError, match="its members declare"):
+        dl.safe_extract(tar, tmp_path / "out2", max_bytes=1_000_000)
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["f0.bin", "f1.bin"]  # the third refused
+    dl.safe_extract(tar, tmp_path / "out3", max_bytes=1_200_000)  # at the cap: fine
+    target = tmp_path / "data" / "x"
+    with pytest.raises(dl.UnsafeArchiveError):
+        dl.install("x", [dl.Source(bomb.as_uri())], target, lambda s: s, max_bytes=1_000_000)
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_the_download_caps_are_module_constants():
+    from lbam.data import bccd, oxford_pets
+
+    assert bccd.BCCD_MAX_BYTES == 2 << 30 and oxford_pets.PETS_MAX_BYTES == 4 << 30
+
+
+@pytest.mark.parametrize("command", ["info", "download"])
+def test_a_data_dir_that_does_not_exist_is_reported_not_created(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.setenv("LBAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("network used"))
+    typo = tmp_path / "dat"
+    monkeypatch.setenv("LBAM_DATA_DIR", str(typo))
+    assert cli_main([command, "dataset=bccd"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and f"LBAM_DATA_DIR={typo} not found (no such folder)" in err
+        and "mkdir -p" in err
+    )
+    monkeypatch.delenv("LBAM_DATA_DIR")
+    assert cli_main([command, "dataset=oxford_pets", f"paths.data_dir={typo}"]) == 1
+    err = capsys.readouterr().err
+    assert f"the data root {typo} (paths.data_dir or dataset.root) not found" in err
+    assert not typo.exists()  # nothing created
+
+
+def test_only_the_default_data_dir_may_be_created(tmp_path, monkeypatch, offline):
+    monkeypatch.setenv("LBAM_ROOT", str(tmp_path))  # the default data dir is then tmp_path/data
+    monkeypatch.delenv("LBAM_DATA_DIR", raising=False)
+    dm = BCCDDataModule(root=tmp_path / "data", cache_dir=tmp_path / "cache", download=True)
+    with pytest.raises(DatasetNotFoundError, match="Name or service not known"):  # got as far as the network
+        dm.prepare_data()
+    with pytest.raises(DataError, match=r"elsewhere \(paths.data_dir or dataset.root\) not found"):
+        BCCDDataModule(root=tmp_path / "elsewhere", cache_dir=tmp_path, download=True).prepare_data()
+    assert not (tmp_path / "elsewhere").exists()

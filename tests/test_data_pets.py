@@ -80,7 +80,7 @@ def test_only_decoder_errors_count_as_unreadable(tmp_path, monkeypatch):
     index = index_pets(base)
     data = decode_pets(base, index, 37)
     assert data["ids"] == ["Bengal_0", "Bengal_2"]
-    assert data["skipped"] == [{"id": "beagle_1", "reason": data["skipped"][0]["reason"]}]
+    assert data["skipped"] == [{"id": "beagle_1", "reason": data["skipped"][0]["reason"], "samples": 1}]
     assert data["skipped"][0]["reason"].startswith("unreadable beagle_1.jpg: ")
 
     def bug(*args, **kwargs):
@@ -116,8 +116,7 @@ def test_bad_list_line_and_too_large_sizes_are_one_line_errors(tmp_path, monkeyp
 def pets(data_cache):
     dm = SyntheticPetsDataModule(cache_dir=data_cache, image_size=32)
     dm.prepare_data()
-    with pytest.warns(UserWarning, match=r"British_Shorthair_1.*unreadable"):
-        dm.setup()
+    dm.setup()
     return dm
 
 
@@ -158,9 +157,31 @@ def test_twin_non_rgb_converted_and_corrupt_skipped(pets):
 
 
 def test_twin_loaders_crop_to_image_size(pets):
-    x, y = next(iter(pets.train_dataloader()))
+    x, y = pets.transform(next(iter(pets.train_dataloader())), True)
     assert x.shape == (pets.batch_size, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    xt, _ = next(iter(pets.test_dataloader()))
+    xt, _ = pets.transform(next(iter(pets.test_dataloader())), False)
     assert xt.shape[1:] == (3, 32, 32)
-    xt2, _ = next(iter(pets.test_dataloader()))
+    xt2, _ = pets.transform(next(iter(pets.test_dataloader())), False)
     assert torch.equal(xt, xt2)
+
+
+def test_a_decompression_bomb_is_skipped_as_unreadable(tmp_path):
+    base = write_pets_folder(tmp_path, REPORTED)
+    path = base / "images" / "beagle_1.jpg"
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")  # the frame header: declare 30000x30000 pixels
+    data[sof + 5 : sof + 9] = (30000).to_bytes(2, "big") * 2
+    path.write_bytes(bytes(data))
+    out = decode_pets(base, index_pets(base), 37)
+    assert out["ids"] == ["Bengal_0", "Bengal_2"]
+    assert out["skipped"][0]["reason"].startswith(
+        "unreadable beagle_1.jpg: DecompressionBombError: Image size"
+    )
+
+
+def test_an_unreadable_list_is_one_line(tmp_path):
+    base = write_pets_folder(tmp_path, REPORTED)
+    (base / "annotations" / "trainval.txt").write_bytes(b"Bengal_0 1 1 1\n\xff\xfe\xfa broken\n")
+    with pytest.raises(DataError, match=r"trainval.txt: cannot be read as text \(UnicodeDecodeError") as err:
+        index_pets(base)
+    assert "\n" not in str(err.value)

@@ -1,11 +1,12 @@
-"""The split planner on its own (no files): image-level and per-crop splits, subsets, validation, size errors."""
+"""The split planner on its own (no files): image-level and per-crop splits, subsets, validation, size errors;
+the constructor's checks."""
 
 import numpy as np
 import pytest
-import torch
 
 from lbam.data import DataError
-from lbam.data.base import BatchTensorDataset, DataModule, plan_split, resolve_size, stratified_split
+from lbam.data.base import DataModule
+from lbam.data.split import plan_split, resolve_size, stratified_split
 
 
 def smears(n_images=120, seed=0):
@@ -54,7 +55,7 @@ def test_image_split_keeps_every_image_on_one_side(seed):
 def test_image_split_is_stratified_by_class_content():
     """Over many seeds the test split's minority classes stay near their share, closer than a split that
     ignores the class content (all images in one stratum)."""
-    import lbam.data.base as base
+    import lbam.data.split as base
 
     labels, ids = smears(n_images=300)
     share = np.bincount(labels) / len(labels)
@@ -173,18 +174,6 @@ def test_stratified_split_quotas_and_rest():
     assert np.abs(np.bincount(labels[b], minlength=4) - counts * 150 / 503).max() <= 1
 
 
-@pytest.mark.parametrize(("n", "batches"), [(65, [32, 32]), (66, [32, 32, 2]), (64, [32, 32]), (33, [32])])
-def test_training_loader_never_yields_a_batch_of_one(n, batches):
-    dm = DataModule(batch_size=32)
-    dm.images = torch.zeros(n, 3, 8, 8, dtype=torch.uint8)
-    dm.labels = torch.zeros(n, dtype=torch.long)
-    dm.split_indices = {"train": torch.arange(n), "test": torch.arange(n)}
-    dm.mean, dm.std, dm.image_size = [0.0] * 3, [1.0] * 3, 8
-    assert [len(y) for _, y in dm.train_dataloader()] == batches
-    assert sum(len(y) for _, y in dm.test_dataloader()) == n  # evaluation sees every sample
-    assert isinstance(dm.train_dataloader().dataset, BatchTensorDataset)
-
-
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -196,6 +185,7 @@ def test_training_loader_never_yields_a_batch_of_one(n, batches):
         ({"train_subset": 0}, "train_subset must be an int >= 1"),
         ({"subset_seed": 1.5}, "subset_seed must be an int"),
         ({"val_size": "a few"}, "val_size must be an int count or a fraction"),
+        ({"on_device": "gpu"}, "on_device must be auto, true or false, got 'gpu'"),
     ],
 )
 def test_constructor_refuses_bad_values_in_one_line(kw, match):

@@ -4,9 +4,10 @@ Every dataset is a :class:`DataModule` (the interface the runner and the report 
 fix raises :class:`DataError`, whose message is one line.
 """
 
-from lbam.data.base import DataError, DataModule, DatasetNotFoundError
+from lbam.data.base import DataModule
 from lbam.data.bccd import BCCDDataModule
 from lbam.data.download import UnsafeArchiveError
+from lbam.data.errors import DataError, DatasetNotFoundError
 from lbam.data.oxford_pets import OxfordPetsDataModule
 from lbam.data.synthetic import SyntheticBCCDDataModule, SyntheticPetsDataModule
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-import warnings
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from lbam.data.base import DataError
+from lbam.data.errors import DataError
 from lbam.paths import CONFIG_DIR  # also registers the path resolvers the configs use
 
 USAGE = "usage: python -m lbam.data {download,info} dataset=bccd|oxford_pets|synthetic_bccd|synthetic_pets [key=value ...]"
@@ -32,9 +32,13 @@ def build(overrides: list[str]):
 def info(dm) -> str:
     """Human-readable summary: per-split class counts and images, skipped items and duplicates, the cache."""
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # the skipped items are listed below
-        warnings.simplefilter("ignore", UserWarning)
+    quiet = logging.Filter()  # the skipped items are listed below, not logged
+    quiet.filter = lambda record: not getattr(record, "lbam_skipped", False)
+    logging.getLogger("lbam.data").addFilter(quiet)
+    try:
         dm.setup()
+    finally:
+        logging.getLogger("lbam.data").removeFilter(quiet)
     m = dm.metadata
     subset = f", a subset of {m['train_subset']} (seed {m['subset_seed']})" if m["train_subset"] else ""
     lines = [

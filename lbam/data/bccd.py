@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -9,25 +11,43 @@ import numpy as np
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, decode_images
+from lbam.data.base import DataModule
+from lbam.data.errors import DataError
+from lbam.data.index import UNREADABLE, Index, decode_images, reason
 
-# GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts. Its sha256
-# could not be computed offline when this was written, so the download is checked by structure instead (364
-# annotated images); set BCCD_SHA256 once known and the digest is verified as well.
+# GitHub archive of Shenggan/BCCD_Dataset (MIT) pinned to one commit so the content never drifts. No digest of
+# the archive is published, and GitHub builds these zips on the fly (their bytes have changed before while the
+# files did not), so the archive itself stays unchecked (BCCD_SHA256 = None) and the *content* is pinned instead:
+# BCCD_CONTENT_SHA256 is content_digest() of the extracted BCCD/ folder, computed from a copy of the same public
+# data (its BloodImage_00000.jpg has the sha256 other projects record for this commit, e1dcc488...). It is checked
+# after extraction, before the folder is renamed into place.
 BCCD_COMMIT = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
 BCCD_URL = f"https://github.com/Shenggan/BCCD_Dataset/archive/{BCCD_COMMIT}.zip"
 BCCD_SHA256: str | None = None
+BCCD_CONTENT_SHA256 = "939586f3279bbd01cf278892f4601ef59d9d6665330d1f8f0eb65d6e6cb3c052"
 BCCD_IMAGES = 364
+BCCD_MAX_BYTES = 2 << 30  # extraction writes at most this much (the archive holds ~10 MB): no zip bomb
+CONTENT = ("Annotations/*.xml", "JPEGImages/*.jpg")
 
 CLASS_NAMES = ("WBC", "RBC", "Platelets")
 # Two boxes of one label in one image overlapping this much are the same cell annotated twice.
 DUPLICATE_IOU = 0.9
 
 
-def parse_annotation(xml_file: Path) -> list[tuple[str, tuple[float, float, float, float] | None]]:
-    """(class name, (xmin, ymin, xmax, ymax) or None without a complete numeric <bndbox>) per object.
+def content_digest(voc_dir: Path) -> str:
+    """sha256 over the sorted lines ``<relative path> <sha256 of the file>`` of the annotations and images."""
+    lines = []
+    for f in sorted(f for pattern in CONTENT for f in voc_dir.glob(pattern)):
+        lines.append(f"{f.relative_to(voc_dir).as_posix()} {hashlib.sha256(f.read_bytes()).hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
-    Names are stripped of surrounding whitespace; raises ``ET.ParseError`` for malformed XML."""
+
+def parse_annotation(xml_file: Path) -> list[tuple[str, tuple[float, float, float, float] | None]]:
+    """(class name, (xmin, ymin, xmax, ymax) or None without a complete numeric <bndbox>) per object; the
+    coordinates may be NaN or infinite (float() reads "nan").
+
+    Names are stripped of surrounding whitespace; raises ``ET.ParseError`` for malformed XML, ``LookupError``
+    for an unknown declared encoding and OSError for a file that cannot be read (e.g. a dangling link)."""
     objects = []
     for obj in ET.parse(xml_file).getroot().iter("object"):
         try:
@@ -45,12 +65,28 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def box_problem(coords, w: int, h: int) -> str | None:
+    """Why box ``coords`` (xmin, ymin, xmax, ymax) of a ``w``×``h`` image cannot be a sample; None when it can."""
+    if coords is None:
+        return "object without a complete <bndbox>"
+    text = ", ".join(f"{k}={v:g}" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), coords))
+    if not all(math.isfinite(c) for c in coords):
+        return f"non-finite box coordinates ({text})"
+    if coords[2] <= coords[0] or coords[3] <= coords[1]:
+        return f"degenerate box ({text}): zero or negative area"
+    if min(w, coords[2]) <= max(0.0, coords[0]) or min(h, coords[3]) <= max(0.0, coords[1]):
+        return f"box ({text}) outside the {w}x{h} image"
+    return None
+
+
 def index_voc(voc_dir: Path) -> Index:
     """Every usable box of a VOC folder, from the XMLs and the JPEG headers only (no pixel decoded).
 
-    Skipped with a reason: a malformed XML, a missing or unreadable image (whole file), an object without a
-    box, a box empty after clipping to the image. An unknown class name is a DataError (another dataset).
-    Near-duplicates (same label, IoU > :data:`DUPLICATE_IOU` with an earlier box) are listed, not removed.
+    Skipped with a reason: a malformed or unreadable XML, a missing or unreadable image (whole file, with its
+    number of boxes when the XML was read), an object without a box, a box with NaN or infinite coordinates, a
+    degenerate box (zero or negative area), a box outside the image. An unknown class name is a DataError
+    (another dataset). Near-duplicates (same label, IoU > :data:`DUPLICATE_IOU` with an earlier box) are listed,
+    not removed.
     """
     ids, labels, boxes, skipped, duplicates = [], [], [], [], []
     xml_files = sorted((voc_dir / "Annotations").glob("*.xml"))
@@ -58,16 +94,24 @@ def index_voc(voc_dir: Path) -> Index:
         stem, jpg = xml_file.stem, voc_dir / "JPEGImages" / f"{xml_file.stem}.jpg"
         try:
             objects = parse_annotation(xml_file)
+        except (ET.ParseError, LookupError, ValueError) as e:  # bad XML, unknown encoding, undecodable bytes
+            skipped.append({"id": stem, "reason": f"malformed {xml_file.name}: {str(e).splitlines()[0]}"})
+            continue
+        except OSError as e:  # a dangling or looping link, no permission
+            skipped.append({"id": stem, "reason": reason(f"unreadable {xml_file.name}", e)})
+            continue
+        try:
             with Image.open(jpg) as im:  # reads the header only
                 w, h = im.size
-        except ET.ParseError as e:
-            skipped.append({"id": stem, "reason": f"malformed {xml_file.name}: {e}"})
-            continue
         except FileNotFoundError:
-            skipped.append({"id": stem, "reason": f"{xml_file.name} names a missing image {jpg.name}"})
+            what = "a dangling link" if jpg.is_symlink() else "a missing image"
+            why = f"{xml_file.name} names {what} {jpg.name}"
+            skipped.append({"id": stem, "reason": why, "samples": len(objects)})
             continue
-        except OSError as e:  # PIL.UnidentifiedImageError (e.g. zero bytes) and other read errors
-            skipped.append({"id": stem, "reason": f"unreadable {jpg.name}: {type(e).__name__}: {e}"})
+        except UNREADABLE as e:
+            # UnidentifiedImageError (e.g. zero bytes), a looping link, a header declaring a decompression bomb
+            why = reason(f"unreadable {jpg.name}", e)
+            skipped.append({"id": stem, "reason": why, "samples": len(objects)})
             continue
         first = len(ids)  # this image's boxes start here
         for i, (name, coords) in enumerate(objects):
@@ -77,13 +121,10 @@ def index_voc(voc_dir: Path) -> Index:
                     "not the BCCD dataset: point LBAM_DATA_DIR at the folder holding the original BCCD/"
                 )
             sid, label = f"{stem}#{i}", CLASS_NAMES.index(name)
-            if coords is None:
-                skipped.append({"id": sid, "reason": "object without a complete <bndbox>"})
+            if problem := box_problem(coords, w, h):
+                skipped.append({"id": sid, "reason": problem})
                 continue
             box = (max(0.0, coords[0]), max(0.0, coords[1]), min(w, coords[2]), min(h, coords[3]))
-            if box[2] <= box[0] or box[3] <= box[1]:
-                skipped.append({"id": sid, "reason": "empty box after clipping to the image"})
-                continue
             for k in range(first, len(ids)):
                 if labels[k] == label and (overlap := iou(box, boxes[k])) > DUPLICATE_IOU:
                     duplicates.append({"id": sid, "of": ids[k], "iou": round(overlap, 3)})
@@ -107,7 +148,8 @@ def crop_boxes(voc_dir: Path, index: Index, side: int) -> dict:
 
 
 def pick_voc(staging: Path) -> Path:
-    """The VOC folder of the extracted GitHub archive (BCCD_Dataset-<commit>/BCCD/); OSError if incomplete."""
+    """The VOC folder of the extracted GitHub archive (BCCD_Dataset-<commit>/BCCD/); OSError if incomplete or
+    if its content is not the pinned one (:data:`BCCD_CONTENT_SHA256`)."""
     found = sorted(staging.glob("*/BCCD"))
     if len(found) != 1:
         raise OSError(f"BCCD archive layout unexpected: {[p.relative_to(staging).as_posix() for p in found]}")
@@ -116,6 +158,9 @@ def pick_voc(staging: Path) -> Path:
         raise OSError(
             f"BCCD archive incomplete: {n_xml} annotations, {n_jpg} images (expected {BCCD_IMAGES})"
         )
+    got = content_digest(found[0])
+    if got != BCCD_CONTENT_SHA256:
+        raise OSError(f"BCCD content sha256 mismatch: got {got}, expected {BCCD_CONTENT_SHA256}")
     return found[0]
 
 
@@ -132,6 +177,7 @@ class BCCDDataModule(DataModule):
     urls = (BCCD_URL,)
     flips = (-1, -2)  # cells have no orientation: both flips are label-preserving
     folder = "BCCD"
+    unit = "crops"
     required = ("Annotations", "JPEGImages")
     fingerprinted = ("Annotations/*.xml", "JPEGImages/*.jpg")
     _index = staticmethod(index_voc)
@@ -141,4 +187,5 @@ class BCCDDataModule(DataModule):
         super().__init__(root=root, image_size=image_size, train_size=train_size, **kwargs)
 
     def _fetch(self) -> None:
-        download.install(self.name, [download.Source(BCCD_URL, BCCD_SHA256)], self.dataset_dir(), pick_voc)
+        source = download.Source(BCCD_URL, BCCD_SHA256)
+        download.install(self.name, [source], self.dataset_dir(), pick_voc, max_bytes=BCCD_MAX_BYTES)

@@ -10,14 +10,18 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbam.data.base import DataError, DatasetNotFoundError, not_found
+from lbam.data.errors import DataError, DatasetNotFoundError, not_found
 
 # Fail fast when offline: a dead network should cost seconds, not minutes.
 TIMEOUT_S = 15.0
+# What a broken download raises while it is read (besides OSError): a truncated or CRC-broken zip, a truncated or
+# garbled tar or gzip stream.
+BROKEN_ARCHIVE = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)
 
 
 class UnsafeArchiveError(DataError):
@@ -71,30 +75,82 @@ def _check_tar_member(m: tarfile.TarInfo, root: Path, archive: Path) -> None:
         raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} is a device file or fifo")
 
 
-def safe_extract(archive: Path, root: Path) -> None:
-    """Extract a zip or tar(.gz) archive into the empty folder ``root``, member by member.
+class _Budget:
+    """The bytes an extraction may still write: declared sizes are checked before a member is written, actual
+    sizes after, so that neither a lying header nor a bomb writes more than ``limit``."""
+
+    def __init__(self, archive: Path, limit: int | None):
+        self.archive, self.limit, self.declared, self.written = archive, limit, 0, 0
+
+    def _refuse(self, what: str, n: int) -> None:
+        raise UnsafeArchiveError(
+            f"{self.archive.name}: {what} {n / 2**30:.2f} GiB, more than the {self.limit / 2**30:.2f} GiB this "
+            "dataset can hold (a zip or tar bomb?); refusing the archive"
+        )
+
+    def declare(self, n: int) -> None:
+        self.declared += n
+        if self.limit is not None and self.declared > self.limit:
+            self._refuse("its members declare", self.declared)
+
+    def wrote(self, path: Path) -> None:
+        if path.is_file() and not path.is_symlink():
+            self.written += path.stat().st_size
+        if self.limit is not None and self.written > self.limit:
+            self._refuse("extracting it wrote", self.written)
+
+
+def archive_kind(archive: Path) -> str:
+    """``zip`` or ``tar``; OSError naming what the file starts with otherwise (an HTML login or captive-portal
+    page saved in place of the archive is the usual case)."""
+    if zipfile.is_zipfile(archive):
+        return "zip"
+    try:
+        if tarfile.is_tarfile(archive):
+            return "tar"
+    except BROKEN_ARCHIVE:
+        pass
+    with open(archive, "rb") as f:
+        head = f.read(64)
+    html = b"<html" in head.lower() or b"<!doctype" in head.lower()
+    raise OSError(
+        f"not a zip or tar archive ({archive.stat().st_size} bytes starting {head[:24]!r}"
+        + ("; an HTML page: a login or captive-portal page?" if html else "; truncated or not an archive")
+        + ")"
+    )
+
+
+def safe_extract(archive: Path, root: Path, max_bytes: int | None = None) -> None:
+    """Extract a zip or tar(.gz) archive into the empty folder ``root``, member by member, writing at most
+    ``max_bytes`` (declared and actual sizes; None = no cap).
 
     Each member's destination (and a link's target) is resolved with ``realpath`` against the files
     extracted so far, before it is written, so ``d -> .`` followed by ``d/../evil`` is refused whatever the
     Python version. Python's tarfile ``data`` filter, where present, checks again. A refused archive may
-    leave a partial ``root``: :func:`install` extracts into a temp folder that it removes.
+    leave a partial ``root``: :func:`install` extracts into a temp folder that it removes. A file that is no
+    archive raises OSError; a broken one one of :data:`BROKEN_ARCHIVE`.
     """
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
+    budget = _Budget(archive, max_bytes)
+    if archive_kind(archive) == "zip":
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            budget.declare(sum(info.file_size for info in infos))  # the central directory lists them all
+            for info in infos:
                 _check_inside(root, info.filename, archive)
                 if stat.S_ISLNK(info.external_attr >> 16):
                     # zipfile would write the link as a plain file; refuse rather than guess.
                     raise UnsafeArchiveError(f"{archive.name}: member {info.filename!r} is a symlink")
-                zf.extract(info, root)
+                budget.wrote(Path(zf.extract(info, root)))
         return
     kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     with tarfile.open(archive) as tf:
         for m in tf:
             _check_tar_member(m, root, archive)
+            budget.declare(m.size if m.isfile() else 0)
             tf.extract(m, root, **kwargs)
+            budget.wrote(root / m.name)
 
 
 def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
@@ -117,12 +173,19 @@ def atomic_dir(target: Path, fill: Callable[[Path], Path | None]) -> Path:
     return target
 
 
-def install(name: str, sources: Sequence[Source], target: Path, pick: Callable[[Path], Path]) -> Path:
+def install(
+    name: str,
+    sources: Sequence[Source],
+    target: Path,
+    pick: Callable[[Path], Path],
+    max_bytes: int | None = None,
+) -> Path:
     """Fetch and extract ``sources`` into a temp folder beside ``target``, verify, then rename it into place.
 
     ``pick`` maps the extraction folder to the folder that becomes ``target`` (e.g. a sub-folder of a
-    GitHub archive), raising OSError if its content is incomplete. ``target`` only ever appears complete.
-    Network, checksum or content failures raise :class:`DatasetNotFoundError`.
+    GitHub archive), raising OSError if its content is incomplete or not the pinned one. ``target`` only ever
+    appears complete. Network, checksum, archive or content failures raise :class:`DatasetNotFoundError`; an
+    unsafe archive (a member escaping the folder, more than ``max_bytes`` in all) :class:`UnsafeArchiveError`.
     """
     target = Path(target)
 
@@ -144,7 +207,12 @@ def install(name: str, sources: Sequence[Source], target: Path, pick: Callable[[
                 fetch(source, archive)
             except OSError as e:
                 raise missing(f"download failed: {getattr(e, 'reason', None) or e}") from e
-            safe_extract(archive, staging)
+            budget = None if max_bytes is None else max_bytes - _size(staging)
+            try:
+                safe_extract(archive, staging, budget)
+            except (OSError, *BROKEN_ARCHIVE) as e:
+                detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise missing(f"downloaded archive {source.url} unreadable: {detail}") from e
             archive.unlink()
         try:
             return pick(staging)
@@ -152,3 +220,10 @@ def install(name: str, sources: Sequence[Source], target: Path, pick: Callable[[
             raise missing(f"downloaded archive rejected: {e}") from e
 
     return atomic_dir(target, fill)
+
+
+def _size(folder: Path) -> int:
+    """Bytes in the regular files under ``folder`` (what earlier archives of one install wrote)."""
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())

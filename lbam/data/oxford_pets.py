@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 
 from lbam.data import download
-from lbam.data.base import DataError, DataModule, Index, decode_images
+from lbam.data.base import DataModule
+from lbam.data.errors import DataError
+from lbam.data.index import Index, decode_images
 
 # The archives and md5 digests torchvision's OxfordIIITPet downloads (its _RESOURCES); fetched here with
 # lbam's downloader for the short timeout, member checks and the all-or-nothing rename.
@@ -17,6 +19,7 @@ PETS_SOURCES = [
     download.Source(_PETS_URL + "images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c", "md5"),
     download.Source(_PETS_URL + "annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f", "md5"),
 ]
+PETS_MAX_BYTES = 4 << 30  # extraction writes at most this much (the two archives hold ~0.8 GB): no tar bomb
 CLASS_NAMES = ("cat", "dog")
 # Cached side = image_size / CROP_FRACTION (224 -> 256): training takes random-resized crops from it,
 # evaluation the centre crop, the usual 224-of-256 protocol.
@@ -45,7 +48,14 @@ def index_pets(base: Path) -> Index:
     """``annotations/trainval.txt`` sorted by image id, label 0 = cat (species 1), 1 = dog (2); a missing or
     empty image file is skipped (no pixel decoded)."""
     path, rows = base / "annotations" / "trainval.txt", []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{path}: cannot be read as text ({type(e).__name__}: {str(e).splitlines()[0]}); restore the official "
+            "annotations (delete the dataset folder and download it again)"
+        ) from None
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split()
@@ -59,9 +69,9 @@ def index_pets(base: Path) -> Index:
     for image_id, label in sorted(rows):
         path = base / "images" / f"{image_id}.jpg"
         if image_id in ids[-1:]:
-            skipped.append({"id": image_id, "reason": "listed twice in trainval.txt"})
-        elif not path.is_file() or path.stat().st_size == 0:
-            skipped.append({"id": image_id, "reason": f"{path.name} is missing or empty"})
+            skipped.append({"id": image_id, "reason": "listed twice in trainval.txt", "samples": 0})
+        elif not path.is_file() or path.stat().st_size == 0:  # a dangling or looping link is no file either
+            skipped.append({"id": image_id, "reason": f"{path.name} is missing or empty", "samples": 1})
         else:
             ids.append(image_id)
             labels.append(label)
@@ -83,6 +93,7 @@ class OxfordPetsDataModule(DataModule):
     flips = (-1,)
     rrc_scale = (0.35, 1.0)
     folder = "oxford-iiit-pet"
+    unit = "images"
     required = ("images", "annotations/trainval.txt")
     fingerprinted = ("annotations/trainval.txt", "images/*.jpg")
     _index = staticmethod(index_pets)
@@ -101,4 +112,4 @@ class OxfordPetsDataModule(DataModule):
                 raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
             return folder
 
-        download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick)
+        download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick, max_bytes=PETS_MAX_BYTES)

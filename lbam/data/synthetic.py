@@ -158,6 +158,7 @@ class _SyntheticMixin:
 
     is_synthetic = True
     urls = ("(generated locally by lbam.data.synthetic)",)
+    may_create_root = True  # the twin is written wherever it is asked for: no typo becomes an empty dataset
     write: Callable[[Path], Path]  # the layout writer: write_bccd or write_pets
 
     def __init__(self, root=None, cache_dir="data/.cache", image_size=32, train_size=0.75, **kwargs):
