@@ -52,7 +52,7 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 
 test: lint ## Lint, then the test suite (CPU only, no network)
 	@# pytest exits 5 when it collects nothing: that is a broken suite, not a pass.
-	@$(PY) -m pytest -n 2 $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -n 2 --dist worksteal --durations=12 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests -- failing on purpose"; exit 1; fi; \
 	  exit $$rc
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_rows import declare, one_error_line, put, run_cli
+from report_rows import declare, one_error_line, put, run_cli, vouch
 
 from lbam.config import run_name
 from lbam.report.declared import declared_sweep
@@ -51,7 +51,8 @@ def _scratch(results: Path, source: Path, attention: str, seed: int, overrides: 
     row.overrides, row.seed = overrides, seed
     row.run_name = row.predictions_file = run_name(attention, overrides, seed)
     row.predictions_file += ".preds.csv"
-    return write_row(row, preds, results)
+    row.config = {**row.config, "seed": seed}  # a scratch run's own config
+    return write_row(vouch(row), preds, results)
 
 
 def test_a_scratch_sweep_beside_the_official_runs_leaves_the_readme_alone(tmp_path, capsys):

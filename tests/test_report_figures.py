@@ -19,7 +19,7 @@ from lbam.report.figures import PLOTS, figure_paths
 from lbam.report.rows import groups, load_results
 from lbam.report.training import steps_of
 from lbam.results import Row, write_row
-from tests.report_rows import declare
+from tests.report_rows import declare, vouch
 
 CLASSES = ["WBC", "RBC", "Platelets"]
 TARGETS = [0] * 5 + [1] * 40 + [2] * 15  # WBC is the smallest class: one error = 100 / 5 / 3 = 6.67 pp
@@ -59,7 +59,7 @@ def put(root, experiment, attention, seed, wrong=0, status="ok", overrides=(), *
             setattr(row, k, v)
     else:
         row.error = row.error or "RuntimeError: boom"
-    write_row(row, list(zip(ids, TARGETS, preds)) if status == "ok" else None, root)
+    write_row(vouch(row), list(zip(ids, TARGETS, preds)) if status == "ok" else None, root)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from report_rows import declare
+from report_rows import declare, vouch
 from torch import nn
 
 from lbam.models import build_backbone
@@ -30,14 +30,14 @@ def sweeps(monkeypatch):
 def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) -> Path:
     ids, targets = [f"img{i}#0" for i in range(N)], [i % 3 for i in range(N)]
     row = Row(
-        experiment="exp", run_name=f"{attention}_s0", profile="quick", seed=0, overrides=[], dataset="bccd",
+        experiment="exp", run_name=f"{attention}__seed0", profile="quick", seed=0, overrides=[], dataset="bccd",
         synthetic=False, backbone="cnn4", attention=attention, attention_kwargs={}, placement="stage",
         width_mult=0.25, image_size=32, status="ok", test_acc=1.0, test_balanced_acc=1.0, test_macro_f1=1.0,
         class_names=CLASSES, params=1, attention_params=1, macs=1, flops=1, n_train=10, n_test=N,
         train_seconds=1.0, checkpoint=checkpoint, device="cpu (2 threads, Test CPU)",
         datamodule={"_target_": "lbam.data.BCCDDataModule"} if datamodule is None else datamodule,
     )  # fmt: skip
-    return write_row(row, list(zip(ids, targets, targets)), results)
+    return write_row(vouch(row), list(zip(ids, targets, targets)), results)
 
 
 def save_checkpoint(path: Path, attention: str) -> None:
@@ -100,7 +100,7 @@ def test_a_checkpoint_outside_the_experiments_dir_is_refused(tmp_path, capsys, w
     rc = main(["attention-maps", *map(str, args)])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
-    assert err.startswith("lbam.report: error:") and "outside" in err and "lbam_s0.json" in err
+    assert err.startswith("lbam.report: error:") and "outside" in err and "lbam__seed0.json" in err
 
 
 class Payload:

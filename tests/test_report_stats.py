@@ -22,7 +22,7 @@ from lbam.report.outcomes import balanced_acc, ceiling, counts, outcomes, withou
 from lbam.report.rows import ReportError, Run, load_results
 from lbam.report.stats import DISAGREE, VS_NONE, compare, holm, paired_t
 from lbam.results import Row, write_row
-from tests.report_rows import declare
+from tests.report_rows import declare, vouch
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +181,7 @@ def put(results, attention, seed, test, wrong=(), overrides=(), analysis=None, s
         row.test_acc, row.test_balanced_acc, row.test_macro_f1 = (m[k] for k in ("test_acc", "test_balanced_acc", "test_macro_f1"))  # fmt: skip
     else:
         row.error = "RuntimeError: loss is nan"
-    return write_row(row, list(zip(ids, targets, preds)) if status == "ok" else None, results)
+    return write_row(vouch(row), list(zip(ids, targets, preds)) if status == "ok" else None, results)
 
 
 def big_test(smears=8, per=9):
