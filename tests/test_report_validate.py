@@ -109,11 +109,12 @@ def test_two_rows_of_one_run_are_refused_never_the_newest_kept(tmp_path, capsys)
     newer = real.with_name("lbam__seed0_rerun.json")  # the same run (setting, context, seed) renamed
     newer.write_text(real.read_text().replace('"lbam__seed0"', '"lbam__seed0_rerun"'))
     shutil.copy(real.with_name("lbam__seed0.preds.csv"), newer.with_name("lbam__seed0_rerun.preds.csv"))
-    refused(capsys, tmp_path, real, newer, "the same run as")
+    # Its config, attention and seed name another run: the copy is refused by name, the real row stays.
+    refused(capsys, tmp_path, newer, "but its attention, overrides and seed give 'lbam__seed0'")
     rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path, "--skip-invalid")
-    assert rc == 0 and err.count("warning: skipping") == 2
-    assert "2 invalid row files skipped" in (tmp_path / "tables" / "exp.md").read_text()
-    assert list(load_results(tmp_path, skip_invalid=True).frame["attention"]) == ["none"]
+    assert rc == 0 and err.count("warning: skipping") == 1
+    assert "1 invalid row file skipped" in (tmp_path / "tables" / "exp.md").read_text()
+    assert sorted(load_results(tmp_path, skip_invalid=True).frame["attention"]) == ["lbam", "none"]
 
 
 CONFIG = {"experiment_name": "exp", "seed": 0, "attention": {"name": "lbam"}, "dataset": {"image_size": 48}}
@@ -151,9 +152,9 @@ def test_predictions_changed_after_the_run_are_refused_even_with_the_same_metric
     refused(capsys, tmp_path, preds, "the predictions changed after the run")
 
 
-def test_require_identity_refuses_rows_without_digests(tmp_path, capsys, monkeypatch):
-    path = put(tmp_path, "lbam")
+def test_rows_without_their_identity_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(validate, "REQUIRE_IDENTITY", True)
+    path = edit(put(tmp_path, "lbam"), config_hash=None, split_hash=None, config=None)
     refused(capsys, tmp_path, path, "lacks ['config_hash', 'split_hash', 'config']")
 
 
