@@ -108,6 +108,11 @@ class LitClassifier(pl.LightningModule):
                 "(lower optimizer.lr, or check the data)"
             )
 
+    def on_train_start(self):
+        # A run resumed from a checkpoint saved in an epoch-end hook may end that epoch again without starting
+        # it (Lightning's restart): its clock then starts here, not at 0 (which read as hours since boot).
+        self._epoch = {"start": time.perf_counter(), "images": 0, "val_acc": None}
+
     def on_train_epoch_start(self):
         self._epoch = {"start": time.perf_counter(), "images": 0, "val_acc": None}
 

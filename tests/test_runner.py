@@ -34,6 +34,9 @@ def test_a_killed_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp
     for key in ("test_acc", "test_balanced_acc", "confusion_matrix", "steps", "epochs"):
         assert resumed[key] == whole[key], key
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    # Timings are this machine's, not bits, but an epoch's seconds must be its own (not time since boot).
+    assert all(0 < h["seconds"] < 600 for h in resumed["history"]), [h["seconds"] for h in resumed["history"]]
+    assert 0 < resumed["train_seconds"] < 600
     assert (
         row_file(tmp_path / "a", whole).with_suffix(".preds.csv").read_bytes()
         == row_file(tmp_path / "b", resumed).with_suffix(".preds.csv").read_bytes()
@@ -240,3 +243,30 @@ def test_ddp_under_simulated_srun_writes_one_row_with_the_whole_job(tmp_path, da
     assert row.history[-1]["images"] > row.steps * 64  # more than one rank can see at batch 64: summed
     assert "x2" in row.device
     assert "already running" not in outs[1][1]  # rank 1 takes no lock
+
+
+
+
+def test_a_run_killed_from_outside_resumes_with_its_own_clock(tmp_path, data_cache):
+    """kill -9 from outside while one-batch epochs run (the curve's 25-crop runs), with the default checkpoint
+    interval: only the first epoch's end is saved. The resumed run matches an uninterrupted one, and its seconds
+    are its own (a restarted epoch end once read as hours since boot)."""
+    extra = ("attention=none", "dataset.train_subset=12", "trainer.max_epochs=100000", "trainer.max_steps=400",
+             "trainer.limit_train_batches=1.0")  # fmt: skip
+    args = tiny(tmp_path / "k", data_cache, *extra)
+    proc = subprocess.Popen([sys.executable, "-m", "lbam.train", *args], cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "k").rglob("last.ckpt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the later epochs, past the first save
+    proc.kill()
+    proc.wait()
+    resumed = _cli(*args)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-2000:]
+    (path,) = (tmp_path / "k" / "results" / "runs").rglob("*.json")
+    row = load_row(path)
+    assert row.resumed and 0 < row.train_seconds < 600 and row.images_per_second > 1, row.train_seconds
+    whole = _cli(*tiny(tmp_path / "w", data_cache, *extra))
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    (other,) = (tmp_path / "w" / "results" / "runs").rglob("*.json")
+    assert load_row(other).predictions_sha256 == row.predictions_sha256
