@@ -60,7 +60,7 @@ def test_interleaved_times_calls_each_candidate_the_same_number_of_times_per_rou
     # 50 ms a figure: a ~µs call is repeated many times even on a loaded machine (one call would need > 25 ms
     # for fewer than 2); n = 3 calibration calls + 3 rounds x (number + 2 warm-up calls).
     interleaved_times({"a": bump("a"), "b": bump("b")}, rounds=3, min_s=0.05)
-    assert all(n > 3 + 3 * (2 + 2) and (n - 3) % 3 == 0 for n in calls.values())  # the same count in each round
+    assert all(n > 3 + 3 * (2 + 2) and (n - 3) % 3 == 0 for n in calls.values())  # the same count per round
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():

@@ -245,8 +245,6 @@ def test_ddp_under_simulated_srun_writes_one_row_with_the_whole_job(tmp_path, da
     assert "already running" not in outs[1][1]  # rank 1 takes no lock
 
 
-
-
 def test_a_run_killed_from_outside_resumes_with_its_own_clock(tmp_path, data_cache):
     """kill -9 from outside while one-batch epochs run (the curve's 25-crop runs), with the default checkpoint
     interval: only the first epoch's end is saved. The resumed run matches an uninterrupted one, and its seconds
@@ -256,7 +254,9 @@ def test_a_run_killed_from_outside_resumes_with_its_own_clock(tmp_path, data_cac
     args = tiny(tmp_path / "k", data_cache, *extra)
     proc = subprocess.Popen([sys.executable, "-m", "lbam.train", *args], cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not list((tmp_path / "k").rglob("last.ckpt")) and time.monotonic() < deadline and proc.poll() is None:
+    while (
+        not list((tmp_path / "k").rglob("last.ckpt")) and time.monotonic() < deadline and proc.poll() is None
+    ):
         time.sleep(0.05)
     time.sleep(1.0)  # into the later epochs, past the first save
     proc.kill()
