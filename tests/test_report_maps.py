@@ -149,7 +149,11 @@ def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, caps
     images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
     batches = [(images[:6], labels[:6]), (images[6:], labels[6:])]
     dm = types.SimpleNamespace(
-        class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: batches
+        class_names=CLASSES,
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+        test_dataloader=lambda: batches,
+        transform=lambda b, train: b,
     )
     monkeypatch.setattr(maps, "build_datamodule", lambda run: dm)
     args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", exp]
@@ -200,7 +204,7 @@ def test_maps_come_from_the_first_module_on_one_colour_scale(tmp_path, monkeypat
     monkeypatch.setattr(maps, "capture", lambda m, x, module: used.append(module) or real(m, x, module))
     monkeypatch.setattr(maps.plt, "close", figures.append)  # keep the figure to inspect it
     images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
-    dm = types.SimpleNamespace(class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: [(images, labels)])  # fmt: skip
+    dm = types.SimpleNamespace(class_names=CLASSES, mean=[0.5] * 3, std=[0.2] * 3, test_dataloader=lambda: [(images, labels)], transform=lambda b, train: b)  # fmt: skip
     maps.figure(models, dm, 1, tmp_path / "m.png", "t")
     assert used == [models["LBAM"].attention_modules[0], models["BAM"].attention_modules[0]]
     panels = [im for ax in figures[0].axes for im in ax.get_images() if im.get_array().ndim == 2]  # not RGB

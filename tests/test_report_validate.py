@@ -152,8 +152,8 @@ def test_predictions_changed_after_the_run_are_refused_even_with_the_same_metric
     refused(capsys, tmp_path, preds, "the predictions changed after the run")
 
 
-def test_rows_without_their_identity_are_refused(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(validate, "REQUIRE_IDENTITY", True)
+def test_rows_without_their_identity_are_refused(tmp_path, capsys):
+    assert validate.REQUIRE_IDENTITY  # every committed row carries it
     path = edit(put(tmp_path, "lbam"), config_hash=None, split_hash=None, config=None)
     refused(capsys, tmp_path, path, "lacks ['config_hash', 'split_hash', 'config']")
 

@@ -104,7 +104,9 @@ def figure(models: dict, dm, n_per_class: int, out: Path, title: str) -> Path:
     """Rows = the first ``n_per_class`` test images of each class (from the first batches); columns = the
     image, then per model σ(spatial) and M (mean over C) of its first attention module (the highest-resolution
     stage), all maps on one colour scale (the range of every map shown) with its colour bar."""
-    images, labels = map(torch.cat, zip(*itertools.islice(dm.test_dataloader(), 8)))
+    # The loaders give uint8 batches (or indices); the datamodule's own transform makes the model's input.
+    batches = [dm.transform(b, train=False) for b in itertools.islice(dm.test_dataloader(), 8)]
+    images, labels = map(torch.cat, zip(*batches))
     pick = torch.cat([torch.nonzero(labels == c).flatten()[:n_per_class] for c in range(len(dm.class_names))])
     images, labels = images[pick], labels[pick]
     maps = {name: capture(m, images, m.attention_modules[0]) for name, m in models.items()}

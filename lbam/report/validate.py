@@ -18,9 +18,9 @@ from lbam.config import relevant_overrides, run_name
 from lbam.metrics import classification_metrics, confusion_matrix
 from lbam.results import METRICS, Row, RowError, digest, predictions_path, read_predictions
 
-# Rows written before the identity fields existed have none; the lead flips this once every row is rerun, and
-# then a row without its config digest, split digest or predictions digest is refused.
-REQUIRE_IDENTITY = False
+# A row without its config, config digest, split digest or (ok rows) predictions digest is refused: every
+# committed row is written by a runner that records them.
+REQUIRE_IDENTITY = True
 # Float noise between the runner's float64 metrics and ours; anything more is a changed number.
 TOLERANCE = 1e-9
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
