@@ -212,3 +212,17 @@ def test_maps_come_from_the_first_module_on_one_colour_scale(tmp_path, monkeypat
     assert all(im.get_interpolation() == "nearest" for im in panels)
     assert any(ax.get_label() == "<colorbar>" for ax in figures[0].axes)
     assert "32×32 maps" in figures[0]._suptitle.get_text()
+
+
+def test_the_figure_takes_its_images_from_a_real_datamodule(tmp_path, data_cache):
+    """The loaders give uint8 batches; the figure must feed the model what training feeds it (the datamodule's
+    transform), or a real run's maps fail with a dtype error."""
+    from lbam.data import SyntheticBCCDDataModule
+
+    dm = SyntheticBCCDDataModule(cache_dir=data_cache, image_size=32, batch_size=8)
+    dm.setup("test")
+    assert next(iter(dm.test_dataloader()))[0].dtype == torch.uint8  # what made the old figure fail
+    torch.manual_seed(0)
+    model = build_backbone(**KWARGS, attention="lbam").eval()
+    maps.figure({"LBAM": model}, dm, 1, tmp_path / "m.png", "t")
+    assert (tmp_path / "m.png").stat().st_size > 5_000
