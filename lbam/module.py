@@ -65,6 +65,7 @@ class LitClassifier(pl.LightningModule):
         self.test_metrics: dict | None = None
         self.test_predictions: list[tuple[int, int]] = []  # (target, pred) in test-loader order
         self._epoch = {"start": 0.0, "images": 0, "val_acc": None}
+        self._first_step: dict | None = None  # this process's first training step: its seconds and images
         self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss, -1 while none
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._eval_batch = 0
@@ -116,6 +117,20 @@ class LitClassifier(pl.LightningModule):
     def on_train_epoch_start(self):
         self._epoch = {"start": time.perf_counter(), "images": 0, "val_acc": None}
 
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._first_step is None:
+            self._first_step = {"start": time.perf_counter()}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        # The first step holds the compilation (forward and backward graphs) and the warm-up; the rest of its
+        # epoch gives the steady step time, so a one-epoch run also has a compile time (see `throughput`).
+        if self._first_step is not None and "seconds" not in self._first_step:
+            self._first_step = {
+                "seconds": round(time.perf_counter() - self._first_step["start"], 4),
+                "images": len(batch[1]) * self.trainer.world_size,  # all ranks, as the epoch counts them
+                "epoch": self.current_epoch + 1,
+            }
+
     def on_train_epoch_end(self):
         # Validation has run by now, and the checkpoint callback saves after this hook: last.ckpt holds this entry.
         self._check_finite()
@@ -132,6 +147,9 @@ class LitClassifier(pl.LightningModule):
             "images": int(images),  # summed over the ranks: images/s of the whole job
             "compiles": self.compiler.compiles,  # so far; travels in the checkpoint (ddp_spawn ranks too)
         }
+        if self._first_step and self._first_step.get("epoch") == entry["epoch"]:
+            entry["first_step_seconds"] = self._first_step["seconds"]  # this rank's
+            entry["first_step_images"] = self._first_step["images"]
         self.train_loss.reset()
         self.train_acc.reset()
         self.history.append(entry)
@@ -235,14 +253,30 @@ def set_rng_state(state: dict) -> None:
 
 def throughput(history: list[dict], compiled: bool) -> tuple[float | None, float | None]:
     """(training images/s, compile seconds). The first epoch holds compilation and warm-up, so images/s counts the
-    epochs after it when there are any; compile seconds = the first epoch's time beyond a later epoch's mean."""
+    epochs after it when there are any, else the steps after the first; compile seconds = the first epoch's time
+    beyond a later epoch's rate, or in a one-epoch run the first step's time beyond a steady step's."""
     if not history:
         return None, None
-    timed = history[1:] or history
-    seconds = sum(h["seconds"] for h in timed)
-    ips = round(sum(h["images"] for h in timed) / seconds, 2) if seconds > 0 else None
-    if not compiled or len(history) < 2:
-        return ips, None
-    per_image = seconds / max(sum(h["images"] for h in timed), 1)
     first = history[0]
+    steady = history[1:]
+    if (
+        not steady
+        and first.get("first_step_seconds") is not None
+        and first["images"] > first["first_step_images"]
+    ):
+        # One epoch: its first step is timed apart (a resumed run's first entry has none and falls through).
+        steady = [
+            {
+                "seconds": first["seconds"] - first["first_step_seconds"],
+                "images": first["images"] - first["first_step_images"],
+            }
+        ]
+        first = {"seconds": first["first_step_seconds"], "images": first["first_step_images"]}
+    timed = steady or history
+    seconds = sum(h["seconds"] for h in timed)
+    images = sum(h["images"] for h in timed)
+    ips = round(images / seconds, 2) if seconds > 0 else None
+    if not compiled or not steady:
+        return ips, None
+    per_image = seconds / max(images, 1)
     return ips, round(max(first["seconds"] - per_image * first["images"], 0.0), 3)

@@ -178,3 +178,19 @@ def test_commit_is_dirty_for_code_changes_but_not_for_rewritten_results(tmp_path
 
 def test_commit_is_unknown_outside_git(tmp_path):
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_throughput_of_one_epoch_sets_its_first_step_apart():
+    from lbam.module import throughput
+
+    # 10 steps of 32 images in 3.0 s, the first 1.2 s: steady 288 images in 1.8 s = 160 img/s, 0.2 s per 32
+    # images, so the first step took 1.0 s more than a steady one.
+    one = [{"seconds": 3.0, "images": 320, "first_step_seconds": 1.2, "first_step_images": 32}]
+    assert throughput(one, compiled=True) == (160.0, 1.0)
+    assert throughput(one, compiled=False) == (160.0, None)
+    # Two epochs: the later epoch gives the rate (100 img/s), the first epoch's excess is the compile time.
+    two = [{"seconds": 5.0, "images": 300, "first_step_seconds": 2.5, "first_step_images": 30}]
+    two.append({"seconds": 3.0, "images": 300})
+    assert throughput(two, compiled=True) == (100.0, 2.0)
+    # A resumed run's single entry has no first step of its own: the rate counts it all and compile time is unknown.
+    assert throughput([{"seconds": 2.0, "images": 320}], compiled=True) == (160.0, None)

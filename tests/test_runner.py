@@ -169,7 +169,15 @@ def test_a_piped_run_says_what_it_does_and_nothing_else(tmp_path, data_cache):
     assert any(line.startswith("epoch 2/2  loss ") for line in lines)
     (row,) = (tmp_path / "results" / "runs" / "embodiment1_quick").glob("*.json")
     assert lines[-1].endswith(f"row {row}") and "test balanced accuracy" in lines[-1]
-    for noise in ("litlogger", "LeafSpec", "GPU available", "val_dataloader", "v_num", "Traceback"):
+    for noise in (
+        "litlogger",
+        "LeafSpec",
+        "GPU available",
+        "val_dataloader",
+        "v_num",
+        "No CUDA runtime",
+        "Traceback",
+    ):
         assert noise not in proc.stderr + proc.stdout, noise
     # TensorBoard's HParams view: the run's overrides and its final metrics, read back from the event file.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -203,6 +211,10 @@ def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache
     assert sorted(r.attention for r in rows) == ["lbam", "none", "se"]
     assert all(r.compiled and r.compiles and not r.recompile_limit_hit for r in rows), [
         (r.attention, r.compiles, r.recompile_limit_hit) for r in rows
+    ]
+    # One-epoch runs: the compile time comes from the first step (it compiles forward and backward).
+    assert all(r.epochs == 1 and r.compile_seconds and r.compile_seconds > 0 for r in rows), [
+        (r.attention, r.epochs, r.compile_seconds) for r in rows
     ]
     assert "recompile_limit" not in proc.stderr and "cache_size_limit" not in proc.stderr
 
