@@ -281,7 +281,14 @@ def test_two_processes_start_the_same_run_one_trains(tmp_path, data_cache):
 
 @pytest.mark.slow
 def test_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, data_cache):
-    row = run(tiny(tmp_path, data_cache, "attention=lbam", "model.compile=true", "trainer.max_epochs=2"))
+    # aot_eager: the checkpoint keys come from nn.Module.compile, not from the backend (inductor: gpu-check test).
+    overrides = [
+        "attention=lbam",
+        "model.compile=true",
+        "model.compile_backend=aot_eager",
+        "trainer.max_epochs=2",
+    ]
+    row = run(tiny(tmp_path, data_cache, *overrides))
     assert row["status"] == "ok" and row["compiled"] is True and row["epochs"] == 2
     assert row["compile_seconds"] is not None and row["compile_seconds"] >= 0
     ckpt = torch.load(tmp_path / "experiments" / row["checkpoint"], weights_only=True)
