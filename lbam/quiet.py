@@ -3,8 +3,7 @@
 Every run used to repeat: Lightning's litlogger/litmodels tips and "GPU available / TPU available" (info lines of
 Lightning's rank-zero channel), a LeafSpec deprecation inside Lightning's own pytree helper, "no val_dataloader"
 (the module defines a validation step that runs only with a validation split), and "fewer batches than the logging
-interval" (a 25-crop set has one batch per epoch; the runner logs per epoch anyway), and torch's "No CUDA runtime
-is found" (logged when a CUDA toolkit is installed on a machine without a GPU; the run's device line says CPU).
+interval" (a 25-crop set has one batch per epoch; the runner logs per epoch anyway).
 """
 
 from __future__ import annotations
@@ -24,18 +23,6 @@ _MESSAGES = (
     ),
 )
 
-# (logger, message prefix): log records dropped at their logger; the logger may be created before its module loads.
-_RECORDS = (("torch.utils.cpp_extension", "No CUDA runtime is found"),)
-
-
-class _DropPrefix(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
-
 
 class _Format(logging.Formatter):
     """Plain lines; warnings and errors say so ("warning: …", "error: …")."""
@@ -50,10 +37,6 @@ def silence_known_noise() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message, module in _MESSAGES:
         warnings.filterwarnings("ignore", message=message, module=module)
-    for name, prefix in _RECORDS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropPrefix) and f.prefix == prefix for f in logger.filters):
-            logger.addFilter(_DropPrefix(prefix))
 
 
 class NotFrom(logging.Filter):

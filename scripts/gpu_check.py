@@ -261,9 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         (out / sub).mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(out / "tmp")
     sys.path.insert(0, str(ROOT))
-    from lbam.quiet import silence_known_noise
-
-    silence_known_noise()  # the steps stage builds models in this process (torch's "No CUDA runtime" line)
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

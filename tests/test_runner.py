@@ -175,7 +175,6 @@ def test_a_piped_run_says_what_it_does_and_nothing_else(tmp_path, data_cache):
         "GPU available",
         "val_dataloader",
         "v_num",
-        "No CUDA runtime",
         "Traceback",
     ):
         assert noise not in proc.stderr + proc.stdout, noise

@@ -157,7 +157,7 @@ def test_gpu_check_on_the_cpu_writes_its_table_under_out(tmp_path):
     }
     assert by[("ddp", "2 x cpu ddp_spawn")] == "ok"
     assert (out / "gpu_check.md").read_text() in proc.stdout
-    assert "No CUDA runtime" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert list((out / "results" / "runs" / "embodiment1").glob("lbam__*.json"))  # the rows stay under OUT
 
 
