@@ -163,7 +163,9 @@ def test_readme_states_target_a_from_paired_rounds(tmp_path):
 
 @pytest.mark.slow
 def test_quick_bench_writes_csvs_and_readme(tmp_path):
-    assert main(["--quick", "--out", str(tmp_path), "--threads", "1"]) == 0
+    # aot_eager: the bench's plumbing with dynamo's graphs, without inductor's minutes of C++ code generation
+    # (inductor runs end to end in test_attention, test_models and the gpu-check test).
+    assert main(["--quick", "--out", str(tmp_path), "--threads", "1", "--backend", "aot_eager"]) == 0
     rows = _read(tmp_path / "modules.csv")
     kinds = {(r["attention"], r["mode"]) for r in rows}
     assert kinds == {(n, "eager") for n in ("se", "cbam", "bam", "eca", "lbam")} | {
@@ -173,7 +175,7 @@ def test_quick_bench_writes_csvs_and_readme(tmp_path):
     from lbam.attention import build_attention
 
     for r in rows:
-        assert all(r[c] for c in MACHINE_COLUMNS)
+        assert all(r[c] for c in MACHINE_COLUMNS) and r["compile_backend"] == "aot_eager"
         probe = build_attention(r["attention"], int(r["channels"]))
         cost = profile_model(probe, (1, int(r["channels"]), int(r["size"]), int(r["size"])))
         assert (int(r["params"]), int(r["macs"]), int(r["flops"])) == (
@@ -191,12 +193,23 @@ def test_quick_bench_writes_csvs_and_readme(tmp_path):
     assert float(next(r for r in steps if r["mode"] == "compiled")["compile_s"]) > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Attention modules" in text and "## cnn4 training step" in text and "Target (b)" in text
+    assert "torch.compile(backend='aot_eager')" in text
 
 
 @pytest.mark.slow
 def test_against_alternates_processes_of_two_checkouts(tmp_path):
     """This checkout against itself: the plumbing (processes, sides, rounds, README section)."""
-    args = ["--quick", "--out", str(tmp_path), "--parts", "modules", "--threads", "1"]
+    args = [
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--parts",
+        "modules",
+        "--threads",
+        "1",
+        "--backend",
+        "aot_eager",
+    ]
     assert main([*args, "--against", str(REPO_ROOT), "--against-rounds", "2"]) == 0
     rows = _read(tmp_path / "against.csv")
     assert sorted((r["round"], r["side"]) for r in rows) == sorted(

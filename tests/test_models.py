@@ -257,9 +257,12 @@ def test_compiled_cnn4_with_lbam_trains_like_eager_and_keeps_its_state_dict():
 
 @pytest.mark.slow
 def test_compiled_cnn4_with_lbam_trains_in_bf16_autocast_and_channels_last():
+    """Dynamo and AOT autograd through autocast and channels_last (aot_eager: inductor's CPU code generation of
+    the same model is the test above and the gpu-check test; bf16 kernels matter on the GPU, where gpu-check
+    compiles them)."""
     torch.manual_seed(0)
     model = build_backbone("cnn4", 3, attention="lbam", width_mult=0.25).to(memory_format=torch.channels_last)
-    model.compile()
+    model.compile(backend="aot_eager")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = torch.randn(8, 3, 32, 32).to(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (8,))

@@ -1,11 +1,14 @@
 """Benchmarks: attention module cost and the cnn4 training step, eager and compiled → results/bench/.
 
     python -m lbam.bench [--quick] [--out results/bench] [--parts modules,step] [--against OLD_CHECKOUT]
+                         [--backend inductor]
 
 Writes ``modules.csv`` (``modules.py``), ``step.csv`` and with ``--against`` ``against.csv`` (``step.py``), then
 ``README.md`` from every CSV in the folder (``readme.py``). Every row states the machine, threads, torch version,
 date, commit and the 1-minute load average it was measured at. ``--quick`` runs a tiny configuration (seconds once
-compiled; for tests), never a substitute for the real numbers.
+compiled; for tests), never a substitute for the real numbers. ``--backend`` is torch.compile's backend for the
+"compiled" rows (default inductor, what training uses; the tests pass aot_eager, dynamo and AOT autograd without
+inductor's minutes of C++ code generation); every row names it in ``compile_backend``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference machine has 2)")
     p.add_argument("--against", type=Path, help="an older checkout to time cnn4+LBAM's training step against")
     p.add_argument("--against-rounds", type=int, default=3, help="alternations of the --against processes")
+    p.add_argument("--backend", default="inductor", help="torch.compile backend of the compiled rows")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -47,17 +51,23 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    info = machine_info(device)
+    info = machine_info(device) | {"compile_backend": args.backend}
     if "modules" in args.parts:
-        rows = modules.bench_modules(modules.QUICK if args.quick else modules.ModuleConfig(), device, info)
+        rows = modules.bench_modules(
+            modules.QUICK if args.quick else modules.ModuleConfig(), device, info, args.backend
+        )
         print(f"wrote {write_csv(args.out / 'modules.csv', rows)}")
     if "step" in args.parts:
         with contextlib.nullcontext() if args.quick else step.cold_compile():
-            rows = step.bench_step(step.QUICK if args.quick else step.StepConfig(), device, info)
+            rows = step.bench_step(
+                step.QUICK if args.quick else step.StepConfig(), device, info, args.backend
+            )
         print(f"wrote {write_csv(args.out / 'step.csv', rows)}")
     if args.against is not None:
         sizes, steps = (("tiny",), 2) if args.quick else (("quick", "full"), 20)
-        rows = step.bench_against(args.against, sizes, args.against_rounds, steps, args.threads, info)
+        rows = step.bench_against(
+            args.against, sizes, args.against_rounds, steps, args.threads, info, args.backend
+        )
         print(f"wrote {write_csv(args.out / 'against.csv', rows)}")
     print(f"wrote {write_readme(args.out)}")
     return 0

@@ -45,8 +45,10 @@ def _fwdbwd(module: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Non
     module(x).backward(grad)
 
 
-def bench_modules(cfg: ModuleConfig, device: torch.device, info: dict[str, object]) -> list[dict]:
-    """One row per (channels, size, attention, mode)."""
+def bench_modules(
+    cfg: ModuleConfig, device: torch.device, info: dict[str, object], backend: str = "inductor"
+) -> list[dict]:
+    """One row per (channels, size, attention, mode); "compiled" is torch.compile with ``backend``."""
     rows = []
     for channels, size in itertools.product(cfg.channels, cfg.sizes):
         gen = torch.Generator().manual_seed(channels * 1000 + size)
@@ -59,7 +61,9 @@ def bench_modules(cfg: ModuleConfig, device: torch.device, info: dict[str, objec
         # module dynamic, and fall back to eager past its recompile limit.
         torch.compiler.reset()
         for name in cfg.compiled:
-            modules[(name, "compiled")] = torch.compile(copy.deepcopy(eager[name]), dynamic=False)
+            modules[(name, "compiled")] = torch.compile(
+                copy.deepcopy(eager[name]), dynamic=False, backend=backend
+            )
         fns = {k: functools.partial(_fwdbwd, m, x, grad) for k, m in modules.items()}
         times = interleaved_times(fns, cfg.rounds, cfg.min_s)
         for (name, mode), module in modules.items():

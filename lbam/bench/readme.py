@@ -21,9 +21,11 @@ WHY_LBAM_SLOWER = (
 
 def _where(df: pd.DataFrame) -> str:
     r = df.iloc[0]
+    backend = r.get("compile_backend", "inductor")  # CSVs written before the column were all inductor
     return (
         f"{r.machine}, {r.threads} torch threads, GPU: {r.gpu}, torch {r.torch_version}, {r.date}, commit "
-        f"`{r.commit[:12]}{'+dirty' if r.commit.endswith('+dirty') else ''}`, load average {df.load_avg_1m.min():.2f}–{df.load_avg_1m.max():.2f}."
+        f"`{r.commit[:12]}{'+dirty' if r.commit.endswith('+dirty') else ''}`, load average {df.load_avg_1m.min():.2f}–{df.load_avg_1m.max():.2f}, "
+        f"compiled with `torch.compile(backend={backend!r})`."
     )
 
 

@@ -52,10 +52,12 @@ def make_step(
     compiled: bool,
     device: torch.device,
     backbone: str = "cnn4",
+    backend: str = "inductor",
     **model_kw,
 ):
     """(step function, wall seconds of its first call) for a fresh seeded model, batch and AdamW. ``size`` is a
-    key of SIZES or (image side, width_mult, batch); ``model_kw`` go to build_backbone (placement: "auto")."""
+    key of SIZES or (image side, width_mult, batch); ``model_kw`` go to build_backbone (placement: "auto");
+    ``backend`` is torch.compile's when ``compiled``."""
     from lbam.models import build_backbone
 
     image, width, batch = SIZES[size] if isinstance(size, str) else size
@@ -63,7 +65,7 @@ def make_step(
     kw = {"placement": "auto", "width_mult": width, **model_kw}
     model = build_backbone(backbone, 3, attention=attention, **kw).to(device)
     if compiled:
-        model.compile()
+        model.compile(backend=backend)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, image, image, device=device)
     y = torch.randint(0, 3, (batch,), device=device)
@@ -92,7 +94,9 @@ def cold_compile():
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
-def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -> list[dict[str, object]]:
+def bench_step(
+    cfg: StepConfig, device: torch.device, info: dict[str, object], backend: str = "inductor"
+) -> list[dict[str, object]]:
     """One row per (size, attention, mode); candidates of one size are timed in interleaved rounds."""
     # Imported here: run as a script in an older checkout, this file must need nothing but its lbam.models.
     from lbam.bench.common import interleaved_times, load_avg, paired_ratio
@@ -102,7 +106,7 @@ def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -
         torch.compiler.reset()  # a new input shape: compile static graphs afresh (not Dynamo's dynamic retry)
         kinds = [(a, m) for a in cfg.attentions for m in ("eager", "compiled")]
         # (attention, mode) -> (step function, wall seconds of its first call)
-        made = {(a, m): make_step(a, size, m == "compiled", device) for a, m in kinds}
+        made = {(a, m): make_step(a, size, m == "compiled", device, backend=backend) for a, m in kinds}
         times = interleaved_times({k: step for k, (step, _) in made.items()}, cfg.rounds, cfg.min_s)
         image, width, batch = SIZES[size]
         for (attention, mode), t in times.items():
@@ -118,10 +122,10 @@ def bench_step(cfg: StepConfig, device: torch.device, info: dict[str, object]) -
     return rows
 
 
-def _run_script(root: Path, mode: str, size: str, steps: int, threads: int) -> dict[str, float]:
+def _run_script(root: Path, mode: str, size: str, steps: int, threads: int, backend: str) -> dict[str, float]:
     """This file as a script, in a fresh process, with ``root``'s ``lbam`` on PYTHONPATH."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--attention", "lbam", "--size", size]
-    cmd += ["--mode", mode, "--steps", str(steps), "--threads", str(threads)]
+    cmd += ["--mode", mode, "--steps", str(steps), "--threads", str(threads), "--backend", backend]
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -129,7 +133,9 @@ def _run_script(root: Path, mode: str, size: str, steps: int, threads: int) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_against(old_root: Path, sizes, rounds: int, steps: int, threads: int, info: dict) -> list[dict]:
+def bench_against(
+    old_root: Path, sizes, rounds: int, steps: int, threads: int, info: dict, backend: str = "inductor"
+) -> list[dict]:
     """One row per (size, round, side); sides: old = ``old_root`` eager, new eager and new compiled."""
     from lbam.bench.common import REPO_ROOT, load_avg
     from lbam.results import git_commit
@@ -142,7 +148,7 @@ def bench_against(old_root: Path, sizes, rounds: int, steps: int, threads: int, 
         for r in range(rounds):
             for side in rng.sample(list(sides), len(sides)):
                 root, mode = sides[side]
-                result = _run_script(root, mode, size, steps, threads)
+                result = _run_script(root, mode, size, steps, threads, backend)
                 rows.append(
                     {**info, "load_avg_1m": load_avg(), "size": size, "round": r, "side": side}
                     | {"side_commit": commits[side], "mode": mode, **result}
@@ -162,9 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", choices=("eager", "compiled"), default="eager")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="inductor")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    step, first = make_step(args.attention, args.size, args.mode == "compiled", torch.device("cpu"))
+    step, first = make_step(
+        args.attention, args.size, args.mode == "compiled", torch.device("cpu"), backend=args.backend
+    )
     step()  # warm: allocator, oneDNN primitives (and an older checkout's lazily built kernel)
     timer = benchmark.Timer("step()", globals={"step": step}, num_threads=args.threads)
     step_s = timer.timeit(args.steps).mean
