@@ -129,6 +129,12 @@ _RULES = {  # key: (what it must be, test)
     "trainer.max_epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "trainer.max_steps": ("-1 (no limit) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
     "trainer.log_every_n_steps": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    # A count, never auto / -1 / a list: the batch is per device, so the count names the run and sizes its row.
+    "trainer.devices": (
+        "a number of devices >= 1 (choose GPUs with CUDA_VISIBLE_DEVICES)",
+        lambda v: _is_int(v) and v >= 1,
+    ),
+    "trainer.num_nodes": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
     **{
         f"trainer.limit_{s}_batches": (

@@ -92,7 +92,9 @@ class LitClassifier(pl.LightningModule):
         self._bad_step = torch.where(bad & (self._bad_step < 0), self.global_step, self._bad_step)
         if (self.global_step + 1) % self.hparams.check_every == 0:
             self._check_finite()
-        self.train_loss.update(loss.detach(), weight=y.numel())
+        # The batch mean once per image: a mean over images, with no host value copied to the device each step
+        # (and MeanMetric drops `weight` under nan_strategy="disable").
+        self.train_loss.update(loss.detach().expand(len(y)))
         self.train_acc.update(logits.detach(), y)
         self._epoch["images"] += len(y)
         if self.trainer.progress_bar_callback is not None:  # a terminal bar shows the running loss

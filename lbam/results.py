@@ -68,7 +68,7 @@ class Row:
     # Training.
     epochs: int = 0
     steps: int = 0
-    train_seconds: float | None = None  # the timed epochs, compilation excluded
+    train_seconds: float | None = None  # every training epoch's wall time, the compiling first step included
     compile_seconds: float | None = None  # torch.compile's first-step overhead; None when not compiled
     images_per_second: float | None = None  # over the epochs after the first (compilation, warm-up)
     compiled: bool = False
@@ -93,7 +93,7 @@ class Row:
     compiles: int | None = None  # torch.compile graph compilations during the run; None when not compiled
     recompile_limit_hit: bool = False  # dynamo gave up on a frame: part of the run ran eagerly
     world_size: int = 1  # processes that trained it (devices x nodes); images/s is summed over them
-    concurrent_jobs: int = 1  # runs sharing this machine at once (joblib launcher): images/s was shared
+    concurrent_jobs: int = 1  # the launcher's n_jobs: up to this many runs shared the machine (and images/s)
     # Provenance.
     device: str | None = None
     precision: str | None = None

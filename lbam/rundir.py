@@ -35,10 +35,16 @@ HEARTBEAT_S = 60.0
 
 
 def global_rank(devices_per_node: int = 1) -> int:
-    """This process's global rank as the launcher set it: RANK (torchrun), SLURM_PROCID (srun), or Lightning's own
-    `ddp` launcher's NODE_RANK x devices + LOCAL_RANK; 0 for a plain process."""
+    """This process's global rank as the launcher set it: RANK (torchrun), SLURM_PROCID when Lightning's
+    SLURMEnvironment detects an srun launch, or Lightning's own `ddp` launcher's NODE_RANK x devices + LOCAL_RANK;
+    0 for a plain process. In an interactive SLURM shell (job name bash/interactive) Lightning starts the ranks
+    itself and each inherits the shell's SLURM_PROCID: there LOCAL_RANK tells them apart, as Lightning decides."""
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
     env = os.environ
-    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+    slurm = ("SLURM_PROCID",) if SLURMEnvironment.detect() else ()
+    keys = ("RANK", *slurm, "JSM_NAMESPACE_RANK")
+    for key in keys:
         if env.get(key, "").isdigit():
             return int(env[key])
     node = int(env.get("NODE_RANK", env.get("GROUP_RANK", "0")) or 0)
@@ -213,7 +219,8 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
         self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if time.monotonic() - self._saved_at >= self.min_interval_s:
+        # Rank 0's clock decides for all: the save is collective, and ranks that disagreed would hang in it.
+        if trainer.strategy.broadcast(time.monotonic() - self._saved_at >= self.min_interval_s, src=0):
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -50,7 +50,7 @@ def base_row(
     meta = dm.metadata
     size = int(cfg.dataset.image_size)
     cost = profile_model(module.model, input_size=(1, 3, size, size))  # the modules that train, eval mode
-    world = int(cfg.trainer.devices) * int(cfg.trainer.num_nodes) if str(cfg.trainer.devices).isdigit() else 1
+    world = cfg.trainer.devices * cfg.trainer.num_nodes  # counts (lbam.config.check)
     return Row(
         experiment=cfg.experiment_name,
         run_name=name,

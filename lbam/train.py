@@ -110,8 +110,9 @@ def train(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_or_fail("dataset", instantiate, cfg.dataset)
     module = build_model(cfg, dm.class_names)
-    devices = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
-    rank0 = global_rank(devices) == 0  # other ranks of a DDP job started outside Python (srun, torchrun)
+    rank0 = (
+        global_rank(cfg.trainer.devices) == 0
+    )  # other ranks of a DDP job started outside Python (srun, torchrun)
     try:
         lock = RunLock(run_dir, f"{cfg.experiment_name}/{name}", active=rank0)
         lock.__enter__()

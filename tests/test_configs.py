@@ -79,6 +79,11 @@ BAD = [
     ("dataset.batch_size=abc", "batch_size"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
     ("trainer.max_epochs=abc", "trainer.max_epochs='abc' must be an integer >= 1"),
+    # auto, -1 or a list would name and size a run by whatever the machine has
+    ("trainer.devices=auto", "trainer.devices='auto' must be a number of devices >= 1"),
+    ("trainer.devices=-1", "trainer.devices=-1 must be a number of devices >= 1"),
+    ("trainer.devices=[0,1]", "must be a number of devices >= 1 (choose GPUs with CUDA_VISIBLE_DEVICES)"),
+    ("trainer.num_nodes=0", "trainer.num_nodes=0 must be an integer >= 1"),
     ("trainer.limit_train_batches=1.5", "limit_train_batches"),
     ("seed=-1", "seed=-1 must be an integer >= 0"),
     ("model.compile=maybe", "model.compile='maybe' must be one of auto, true, false"),

@@ -130,6 +130,7 @@ def test_two_runs_at_once_then_rerun_skips_them_and_a_failure_exits_1(tmp_path, 
     for job in p.jobs:
         row = json.loads(p.row_file(job).read_text())
         assert row["status"] == "ok" and row["attention"] == job.attention and row["run_name"] == job.name
+        assert row["concurrent_jobs"] == 2  # its images/s was shared with the other run
     again = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "2 finished here, 0 to run" in again.stdout
     assert "[reproduce] -m lbam.train" not in again.stdout  # nothing left: no multirun started
@@ -187,3 +188,22 @@ def test_gpu_check_reports_each_failing_stage_as_a_line_and_exits_1(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "gpu_check.py: unknown --attentions ['foo']; valid: none,se,cbam,bam,eca,lbam"
     )
+
+
+def test_gpu_checks_train_stage_uses_the_runners_precision_and_never_downloads(tmp_path, monkeypatch):
+    """On the GPU no precision is forced (the runner's rule: bf16 where native, else fp16 with a scaler); a
+    machine without the real BCCD trains the synthetic twin and says so, rather than download outside OUT."""
+    import gpu_check
+
+    from lbam.config import compose
+
+    paths = [f"paths.results_dir={tmp_path}/r", f"paths.experiments_dir={tmp_path}/e"]
+    monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "nothing"))
+    overrides, note = gpu_check.train_overrides("cuda", paths)
+    assert not any(o.startswith("trainer.precision") for o in overrides)
+    assert "dataset=synthetic_bccd" in overrides and str(tmp_path / "nothing") in note
+    assert compose(overrides).dataset.download is False
+    (tmp_path / "real" / "BCCD" / "Annotations").mkdir(parents=True)
+    monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "real"))
+    overrides, note = gpu_check.train_overrides("cuda", paths)
+    assert note is None and not any(o.startswith("dataset=") for o in overrides)
