@@ -4,7 +4,6 @@ the predictions, the checkpoint, skip and resume, failures, locks and the comman
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -254,27 +253,24 @@ def test_a_second_start_of_the_same_run_is_refused_and_a_stale_lock_is_taken_ove
 
 
 def test_two_processes_start_the_same_run_one_trains(tmp_path, data_cache):
-    # 100 tiny epochs (~15 s): the first process still holds the lock when the second, started once the lock
-    # file exists, gets to it.
+    # Started together, so that neither has the other's ~8 s of imports as a head start: whichever takes the lock
+    # trains 100 tiny epochs (~10 s), long after the other reaches the lock (starting the second only once the
+    # first held the lock let a fast first run finish before the second got there).
     overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=100")
     cmd = [sys.executable, "-m", "lbam.train", *overrides]
-
-    def start():
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    first = start()
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in (0, 1)
+    ]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], [e[-1500:] for e in errs]
+    refused, trained = errs[codes.index(2)], errs[codes.index(0)]
+    assert "already running" in refused and "Traceback" not in refused, refused[-2000:]
+    assert "already running" not in trained  # the run that holds the lock is unharmed
     from lbam.config import run_name
 
     lock = tmp_path / "experiments" / "embodiment1_quick" / run_name("none", overrides, 0) / ".lock"
-    for _ in range(600):
-        if lock.exists() or first.poll() is not None:
-            break
-        time.sleep(0.1)
-    assert lock.exists(), "the first process never took the lock"
-    second = start()
-    (_, err2), (_, err1) = second.communicate(timeout=300), first.communicate(timeout=300)
-    assert second.returncode == 2 and "already running" in err2 and "Traceback" not in err2, err2[-2000:]
-    assert first.returncode == 0, err1[-2000:]  # the first run is unharmed
     (row,) = (tmp_path / "results" / "runs" / "embodiment1_quick").glob("*.json")
     assert load_row(row).status == "ok" and not lock.exists()
 
