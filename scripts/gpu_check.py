@@ -68,6 +68,11 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
+def save(t: Table, out: Path) -> None:
+    (out / "gpu_check.md").write_text(t.markdown())
+    (out / "gpu_check.json").write_text(json.dumps(t.rows, indent=1) + "\n")
+
+
 def bf16_native(torch, device: str) -> bool:
     from lbam.config import native_bf16  # the runner's rule: compute capability >= 8.0
 
@@ -211,6 +216,11 @@ def stage_steps(t: Table, device: str, attentions: tuple[str, ...]) -> None:
                     step()
 
             steps[(attention, mode)] = run
+            # A line per model as it is built: a run stopped part-way still shows what each compile cost.
+            print(
+                f"[gpu-check] steps {backbone} {attention} {mode}: first step {first[(attention, mode)]:.1f} s",
+                flush=True,
+            )
         times = interleaved_times(steps, *((3, 0.2) if device == "cuda" else (1, 0.0)))
         for (attention, mode), ts in times.items():
             step_s = sorted(ts)[len(ts) // 2]
@@ -303,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             t.add(name, "stage", "FAILED", one_line(e), ok=False)
         t.add(name, "stage time", f"{time.perf_counter() - t0:.0f} s")
+        save(t, out)  # after every stage: a run stopped part-way keeps the stages it finished
     t.add(
         "all",
         "total time",
@@ -310,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device}, output in {out}",
         not t.failed,
     )
-    (out / "gpu_check.md").write_text(t.markdown())
-    (out / "gpu_check.json").write_text(json.dumps(t.rows, indent=1) + "\n")
+    save(t, out)
     print(t.markdown() + f"\nsaved to {out / 'gpu_check.md'}")
     return 1 if t.failed else 0
 

@@ -207,3 +207,27 @@ def test_gpu_checks_train_stage_uses_the_runners_precision_and_never_downloads(t
     monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "real"))
     overrides, note = gpu_check.train_overrides("cuda", paths)
     assert note is None and not any(o.startswith("dataset=") for o in overrides)
+
+
+def test_gpu_check_keeps_the_stages_it_finished_when_stopped_part_way(tmp_path, monkeypatch):
+    """A check stopped mid-stage (a lease running out, Ctrl-C) still leaves the table of the stages before it."""
+    import tempfile
+
+    import gpu_check
+
+    for var in ("LBAM_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TMPDIR"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # main() points them under OUT: restored afterwards
+    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "stage_train", stopped)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--device", "cpu", "--out", str(out), "--stages", "env,train"])
+    rows = json.loads((out / "gpu_check.json").read_text())
+    assert {r["stage"] for r in rows} == {"env"} and ("env", "stage time") in {
+        (r["stage"], r["item"]) for r in rows
+    }
+    assert "| env | torch |" in (out / "gpu_check.md").read_text()
