@@ -15,7 +15,7 @@ Stages, each a line (or lines) of one table, printed at the end and saved as OUT
 - steps: training-step images/s (lbam.bench.step.make_step: forward, loss, backward, AdamW) per attention for
   cnn4 at 128 px batch 64 and VGG16-BN at 224 px batch 32 on random tensors, eager and compiled (bf16 autocast
   where native, else fp16); on the CPU at 32 px, width x0.125, batch 8, eager only (one compile takes minutes on 2 shared
-  cores; the train stage compiles);
+  cores; the train stage compiles); a model whose loss is non-finite after its timed steps is a failed line;
 - ddp: a tiny synthetic run on 2 GPUs with ddp_spawn (2 CPU processes on the CPU); skipped, with the reason,
   with fewer than 2 GPUs.
 A stage that fails is one line in the table (stage, error); the others still run, and the exit status is 1.
@@ -52,11 +52,18 @@ def one_line(e: BaseException | str) -> str:
 
 
 class Table:
-    def __init__(self) -> None:
+    """The check's lines; with ``out``, saved as OUT/gpu_check.md and .json at every line, so that a check stopped
+    part-way (a lease running out, Ctrl-C) keeps every line it reached."""
+
+    def __init__(self, out: Path | None = None) -> None:
         self.rows: list[dict[str, str]] = []
+        self.out = out
 
     def add(self, stage: str, item: str, result: str, detail: str = "", ok: bool = True) -> None:
         self.rows.append({"stage": stage, "item": item, "result": result, "detail": detail, "ok": ok})
+        if self.out is not None:
+            (self.out / "gpu_check.md").write_text(self.markdown())
+            (self.out / "gpu_check.json").write_text(json.dumps(self.rows, indent=1) + "\n")
 
     @property
     def failed(self) -> bool:
@@ -66,11 +73,6 @@ class Table:
         lines = ["| stage | item | result | detail |", "| --- | --- | --- | --- |"]
         lines += [f"| {r['stage']} | {r['item']} | {r['result']} | {r['detail']} |" for r in self.rows]
         return "\n".join(lines) + "\n"
-
-
-def save(t: Table, out: Path) -> None:
-    (out / "gpu_check.md").write_text(t.markdown())
-    (out / "gpu_check.json").write_text(json.dumps(t.rows, indent=1) + "\n")
 
 
 def bf16_native(torch, device: str) -> bool:
@@ -190,7 +192,7 @@ def stage_steps(t: Table, device: str, attentions: tuple[str, ...]) -> None:
         # Compiled steps on the GPU only: on 2 shared CPU cores one compile takes minutes (the train stage
         # compiles there).
         kinds = [
-            (a, m) for a in ATTENTIONS for m in ("eager", "compiled") if m == "eager" or device == "cuda"
+            (a, m) for a in attentions for m in ("eager", "compiled") if m == "eager" or device == "cuda"
         ]
         steps, first = {}, {}
         for attention, mode in kinds:
@@ -211,9 +213,9 @@ def stage_steps(t: Table, device: str, attentions: tuple[str, ...]) -> None:
                 t.add("steps", f"{backbone} {attention} {mode}", "FAILED", one_line(e), ok=False)
                 continue
 
-            def run(step=step) -> None:
+            def run(step=step) -> torch.Tensor:
                 with autocast or contextlib.nullcontext():
-                    step()
+                    return step()
 
             steps[(attention, mode)] = run
             # A line per model as it is built: a run stopped part-way still shows what each compile cost.
@@ -227,7 +229,10 @@ def stage_steps(t: Table, device: str, attentions: tuple[str, ...]) -> None:
             detail = f"{image} px x{width} batch {batch}"
             if mode == "compiled":
                 detail += f", compile {first[(attention, mode)] - step_s:.0f} s"
-            t.add("steps", f"{backbone} {attention} {mode}", f"{batch / step_s:.0f} img/s", detail)
+            # After the timed steps: a model whose gradients went non-finite has a non-finite loss by now.
+            finite = bool(torch.isfinite(steps[(attention, mode)]()).item())
+            result = f"{batch / step_s:.0f} img/s" if finite else "non-finite loss"
+            t.add("steps", f"{backbone} {attention} {mode}", result, detail, ok=finite)
 
 
 def stage_ddp(t: Table, device: str, paths: list[str]) -> None:
@@ -304,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": lambda t: stage_steps(t, device, tuple(args.attentions.split(","))),
         "ddp": lambda t: stage_ddp(t, device, paths),
     }
-    t, start = Table(), time.perf_counter()
+    t, start = Table(out), time.perf_counter()
     for name in args.stages.split(","):
         print(f"[gpu-check] {name} ...", flush=True)
         t0 = time.perf_counter()
@@ -313,7 +318,6 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             t.add(name, "stage", "FAILED", one_line(e), ok=False)
         t.add(name, "stage time", f"{time.perf_counter() - t0:.0f} s")
-        save(t, out)  # after every stage: a run stopped part-way keeps the stages it finished
     t.add(
         "all",
         "total time",
@@ -321,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         f"device {device}, output in {out}",
         not t.failed,
     )
-    save(t, out)
     print(t.markdown() + f"\nsaved to {out / 'gpu_check.md'}")
     return 1 if t.failed else 0
 

@@ -78,11 +78,21 @@ def se_formula(m, x, training):
     return x * s[:, :, None, None]
 
 
-def cbam_formula(m, x, training):
+def argmax_pool(t, dims):
+    """Max pooling whose gradient goes to one argmax, as max_pool2d / torch.max in the papers' code."""
+    return t.flatten(2).max(2).values if dims == "hw" else t.max(1, keepdim=True).values
+
+
+def amax_pool(t, dims):
+    """The same values; the gradient of a tied maximum split evenly over the ties."""
+    return t.amax((2, 3)) if dims == "hw" else t.amax(1, keepdim=True)
+
+
+def cbam_formula(m, x, training, pool=argmax_pool):
     n, c = x.shape[:2]
-    mc = torch.sigmoid(mlp(x.mean((2, 3)), m.mlp[0], m.mlp[2]) + mlp(x.amax((2, 3)), m.mlp[0], m.mlp[2]))
+    mc = torch.sigmoid(mlp(x.mean((2, 3)), m.mlp[0], m.mlp[2]) + mlp(pool(x, "hw"), m.mlp[0], m.mlp[2]))
     f1 = x * mc.view(n, c, 1, 1)
-    desc = torch.cat((f1.mean(1, keepdim=True), f1.amax(1, keepdim=True)), 1)
+    desc = torch.cat((f1.mean(1, keepdim=True), pool(f1, "c")), 1)
     conv = m.spatial[0]
     ms = torch.sigmoid(bn(F.conv2d(desc, conv.weight, padding=conv.padding), m.spatial[1], training))
     return f1 * ms
@@ -121,7 +131,7 @@ def bam_formula(m, x, training):
     return x + x * torch.sigmoid(mc + ms if m.combine == "add" else mc * ms)
 
 
-def lbam_formula(m, x, training):
+def lbam_formula(m, x, training, pool=argmax_pool):
     n, c = x.shape[:2]
     logits = 0
     if m.conv is not None:
@@ -132,7 +142,7 @@ def lbam_formula(m, x, training):
         if m.pool in ("avgmax", "avg"):
             mc = mc + F.conv1d(x.mean((2, 3))[:, None], w_avg, padding=pad)
         if m.pool in ("avgmax", "max"):
-            mc = mc + F.conv1d(x.amax((2, 3))[:, None], w_max, padding=pad)
+            mc = mc + F.conv1d(pool(x, "hw")[:, None], w_max, padding=pad)
         logits = logits + mc.view(n, c, 1, 1)
     if m.spatial is not None:
         logits = logits + spatial_formula(m.spatial, x, training)
@@ -147,6 +157,24 @@ FORMULAS = {
     "bam": bam_formula,
     "lbam": lbam_formula,
 }
+
+
+@pytest.mark.parametrize("name", ["cbam", "lbam"])
+def test_a_tied_maximum_sends_its_gradient_to_one_position_not_through_a_tie_count(name):
+    """GMP (and CBAM's max over channels) back-propagate like max_pool2d: a tied maximum's gradient goes to one
+    argmax. amax's backward divides by the tie count instead, which Inductor got wrong in bf16 on CUDA (a count
+    of 0, NaN gradients: CBAM diverged at step 2 on an H200). Every map here is constant: 16-way ties."""
+    module = randomise(build_attention(name, 8)).train()
+    x = torch.arange(1.0, 9.0)[None, :, None, None].expand(2, 8, 4, 4).clone().requires_grad_()
+    weight = torch.randn(2, 8, 4, 4)
+
+    def grad(fn):
+        (g,) = torch.autograd.grad((fn(x) * weight).sum(), x)
+        return g
+
+    got = grad(module)
+    torch.testing.assert_close(got, grad(lambda t: FORMULAS[name](module, t, True)))
+    assert not torch.allclose(got, grad(lambda t: FORMULAS[name](module, t, True, pool=amax_pool)), atol=1e-4)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), VARIANTS, ids=IDS)

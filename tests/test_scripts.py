@@ -231,3 +231,25 @@ def test_gpu_check_keeps_the_stages_it_finished_when_stopped_part_way(tmp_path, 
         (r["stage"], r["item"]) for r in rows
     }
     assert "| env | torch |" in (out / "gpu_check.md").read_text()
+
+
+def test_gpu_checks_step_speeds_flag_a_model_whose_loss_went_non_finite(monkeypatch):
+    """A step that trains to NaN (as compiled bf16 CBAM once did on an H200) is a failed line, not a speed."""
+    import gpu_check
+
+    import lbam.bench.step
+
+    def fake_make_step(attention, *args, **kwargs):
+        value = float("nan") if attention == "cbam" else 1.0
+        return (lambda: torch.tensor(value)), 0.0
+
+    monkeypatch.setattr(lbam.bench.step, "make_step", fake_make_step)
+    t = gpu_check.Table()
+    gpu_check.stage_steps(t, "cpu", ("none", "cbam"))
+    by = {r["item"]: r for r in t.rows}
+    assert set(by) == {
+        f"{b} {a} eager" for b in ("cnn4", "vgg16") for a in ("none", "cbam")
+    }  # the ones asked
+    assert by["cnn4 cbam eager"]["result"] == "non-finite loss" and not by["cnn4 cbam eager"]["ok"]
+    assert by["cnn4 none eager"]["result"].endswith("img/s") and by["cnn4 none eager"]["ok"]
+    assert t.failed

@@ -1,8 +1,21 @@
-"""Shared pieces of the attention modules: argument checks and ECA's adaptive kernel size."""
+"""Shared pieces of the attention modules: argument checks, max pooling and ECA's adaptive kernel size."""
 
 import math
 
 import torch
+
+
+def max_over(x: torch.Tensor, dims: str) -> torch.Tensor:
+    """Max pooling of N×C×H×W ``x``: over ``"hw"`` (GMP, N×C) or over ``"c"`` (N×1×H×W).
+
+    Through ``torch.max(dim)``, whose backward sends each pooled value's gradient to its argmax (as max_pool2d
+    does in the papers' code), never ``amax``, whose backward divides by a tie count ``(x == max).sum()``: under
+    torch.compile with bf16 on CUDA, Inductor compared an unrounded recomputation of ``x`` with the rounded max,
+    counted no ties and gave NaN gradients (pytorch/pytorch#195214, #186799); CBAM then diverged at step 2 on
+    an H200 (results/bench/gpu/README.md). The forward value is the same."""
+    if dims == "hw":
+        return x.flatten(2).max(2).values
+    return x.max(1, keepdim=True).values
 
 
 def check_input(x: torch.Tensor, channels: int) -> None:

@@ -13,7 +13,7 @@ in the official code (the paper's formula omits the BN): 2·C·h + h + C + 2·k�
 import torch
 from torch import nn
 
-from ._common import check_input, check_positive
+from ._common import check_input, check_positive, max_over
 
 
 class CBAM(nn.Module):
@@ -29,7 +29,7 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        mc = self.channel_gate((self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[:, :, None, None])
+        mc = self.channel_gate((self.mlp(x.mean((2, 3))) + self.mlp(max_over(x, "hw")))[:, :, None, None])
         x = x * mc
-        ms = self.gate(self.spatial(torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), dim=1)))
+        ms = self.gate(self.spatial(torch.cat((x.mean(1, keepdim=True), max_over(x, "c")), dim=1)))
         return x * ms

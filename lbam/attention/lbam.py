@@ -14,7 +14,7 @@ ablations); ``pool`` ("avgmax"; "avg" or "max" keeps one pooled vector).
 import torch
 from torch import nn
 
-from ._common import check_choice, check_input, check_positive, eca_kernel_size
+from ._common import check_choice, check_input, check_positive, eca_kernel_size, max_over
 from .bam import spatial_branch
 
 
@@ -47,7 +47,7 @@ class LBAM(nn.Module):
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Mc(F), N×C×1×1: the 1-D conv across channels of GAP(F) and of GMP(F) (each N×1×C), summed."""
         pooled = [x.mean((2, 3))] if self.pool != "max" else []
-        pooled += [x.amax((2, 3))] if self.pool != "avg" else []
+        pooled += [max_over(x, "hw")] if self.pool != "avg" else []
         if len(pooled) == 2 and self.shared_conv:  # conv1d(GAP) + conv1d(GMP) as one call: linear, no bias
             pooled = [pooled[0] + pooled[1]]
         return self.conv(torch.stack(pooled, dim=1)).view(-1, self.channels, 1, 1)
