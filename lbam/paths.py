@@ -1,5 +1,7 @@
 """Where things live: the one place that says where the configs, the project folders and the data are.
 
+- **Configs** (``CONFIG_DIR``): ``configs/`` at the top of a checkout; inside the package in an installed wheel.
+
 - **Project root** (``paths.root``): ``LBAM_ROOT`` if set, else the checkout that holds this package (a source
   tree or an editable install), else the working directory (an installed wheel). ``experiments/``, ``results/``
   and ``data/.cache/`` live under it, whatever the working directory.
@@ -22,7 +24,18 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-CONFIG_DIR = PACKAGE_DIR / "configs"
+
+
+def _config_dir() -> Path:
+    """The Hydra configs: ``configs/`` at the top of a checkout (the design card's layout), else the copy a wheel
+    ships inside the package (``lbam/configs``, mapped from ``configs/`` by pyproject.toml: no second copy)."""
+    checkout = PACKAGE_DIR.parent / "configs"
+    if (PACKAGE_DIR.parent / "pyproject.toml").is_file() and (checkout / "train.yaml").is_file():
+        return checkout
+    return PACKAGE_DIR / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def project_root() -> Path:

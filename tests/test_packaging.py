@@ -23,7 +23,8 @@ def installed(tmp_path_factory):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "lbam", src / "lbam", ignore=shutil.ignore_patterns("__pycache__", "local"))
+    shutil.copytree(ROOT / "lbam", src / "lbam", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "configs", src / "configs", ignore=shutil.ignore_patterns("local"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(src)],
@@ -41,14 +42,31 @@ def installed(tmp_path_factory):
     return wheel, site
 
 
+def test_configs_live_at_the_top_level_and_the_package_has_no_second_copy():
+    assert (ROOT / "configs" / "train.yaml").is_file() and not (ROOT / "lbam" / "configs").exists()
+    from lbam.paths import CONFIG_DIR
+
+    assert CONFIG_DIR == ROOT / "configs"
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lbam").rglob("__init__.py")}
+    assert found | {"lbam.configs"} == listed, "pyproject.toml's [tool.setuptools] packages must list lbam/'s"
+
+
 def test_wheel_contains_every_config(installed):
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
-    configs = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "lbam" / "configs").rglob("*.yaml"))
-    assert "lbam/configs/train.yaml" in configs and "lbam/configs/experiment/embodiment1.yaml" in configs
-    assert "lbam/configs/hydra/launcher/parallel.yaml" in configs
-    missing = [c for c in configs if c not in names and not c.startswith("lbam/configs/local/")]
+    configs = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
+    assert "configs/train.yaml" in configs and "configs/experiment/embodiment1.yaml" in configs
+    assert "configs/hydra/launcher/parallel.yaml" in configs
+    missing = [c for c in configs if f"lbam/{c}" not in names and not c.startswith("configs/local/")]
     assert not missing, f"the wheel lacks {missing}"
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lbam").rglob("*.py")}
+    assert not modules - names, f"the wheel lacks {sorted(modules - names)}"
 
 
 def _run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -251,7 +251,7 @@ def other_runs(res: Results, experiment: str) -> list[str]:
         "runs that are no point of the sweep declared in its experiment file (hydra.sweeper.params, "
         "sweeps.grids, sweeps.settings), e.g. trials with extra overrides"
         if res.sweeps.get(experiment)
-        else f"the experiment has no file lbam/configs/experiment/{experiment}.yaml, so it declares no sweep"
+        else f"the experiment has no file configs/experiment/{experiment}.yaml, so it declares no sweep"
     )
     parts = [f"## Other runs: {len(other)}", f"Never in the README; {why}. Compared only among themselves."]
     for *_, g in groups(other):
