@@ -13,6 +13,7 @@ and checked every `check_every` steps and at the end of each epoch.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -148,6 +149,7 @@ class LitClassifier(pl.LightningModule):
             "seconds": round(time.perf_counter() - self._epoch["start"], 4),
             "images": int(images),  # summed over the ranks: images/s of the whole job
             "compiles": self.compiler.compiles,  # so far; travels in the checkpoint (ddp_spawn ranks too)
+            "load": load_average(),  # what else ran meanwhile: speeds beside other work read low
         }
         if self._first_step and self._first_step.get("epoch") == entry["epoch"]:
             entry["first_step_seconds"] = self._first_step["seconds"]  # this rank's
@@ -228,6 +230,15 @@ class LitClassifier(pl.LightningModule):
             return optimizer
         scheduler = instantiate(sched)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes, this run's threads included), or None where the
+    OS has none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def rng_state() -> dict:

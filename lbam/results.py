@@ -94,6 +94,10 @@ class Row:
     recompile_limit_hit: bool = False  # dynamo gave up on a frame: part of the run ran eagerly
     world_size: int = 1  # processes that trained it (devices x nodes); images/s is summed over them
     concurrent_jobs: int = 1  # the launcher's n_jobs: up to this many runs shared the machine (and images/s)
+    # The machine's 1-min load average, mean over the epoch ends of training, and its logical CPUs: a load above
+    # what the run's own jobs explain means other work slowed it (None: not recorded, rows before 2026-12-07).
+    load_average: float | None = None
+    cpu_count: int | None = None
     # Provenance.
     device: str | None = None
     precision: str | None = None
@@ -169,8 +173,18 @@ def row_problem(d: Any) -> str | None:
             return f"{key}={value!r} is not {admitted[0].__name__}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{key}={value!r} is not finite"
-    for key in ("params", "attention_params", "macs", "flops", "n_train", "n_test", "seed", "epochs"):
-        if isinstance(d.get(key), int) and d[key] < 0:
+    for key in (
+        "params",
+        "attention_params",
+        "macs",
+        "flops",
+        "n_train",
+        "n_test",
+        "seed",
+        "epochs",
+        "load_average",
+    ):
+        if isinstance(d.get(key), int | float) and not isinstance(d[key], bool) and d[key] < 0:
             return f"{key}={d[key]} is negative"
     for key in NAMES:
         if not d[key].strip():

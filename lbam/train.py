@@ -187,6 +187,8 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             if cfg.model.compile
             else None,
             recompile_limit_hit=watch.hit,
+            load_average=_mean([h.get("load") for h in history]),
+            cpu_count=os.cpu_count(),
             val_acc=val[-1] if val else None,
             checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
         )
@@ -235,6 +237,11 @@ def _test(cfg, trainer: pl.Trainer, module: LitClassifier, dm, last: Path) -> li
     if len(preds) != len(dm.test_ids):
         raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
     return preds
+
+
+def _mean(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 2) if known else None
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, row) -> None:

@@ -58,6 +58,8 @@ def test_a_written_row_loads_back_with_its_predictions(tmp_path):
         ({"seed": True}, "seed=True is not int"),
         ({"params": "ten"}, "params='ten' is not int"),
         ({"params": -1}, "params=-1 is negative"),
+        ({"load_average": -0.5}, "load_average=-0.5 is negative"),
+        ({"cpu_count": 2.5}, "cpu_count=2.5 is not int"),
         ({"n_test": 0}, "n_test=0"),
         ({"attention_kwargs": []}, "attention_kwargs=[] is not dict"),
         ({"backbone": None}, "null in required keys ['backbone']"),

@@ -124,6 +124,9 @@ def test_embodiment1_end_to_end_on_synthetic_bccd(emb1_run):
         o.startswith("paths.") for o in row["overrides"]
     )
     assert row["analysis"]["noninferiority_margin"] == 0.01 and row["val_acc"] is None
+    # The load beside the run: a sample per epoch end, their mean in the row (speeds under load read low).
+    assert row["cpu_count"] == os.cpu_count() and row["load_average"] >= 0
+    assert all(h["load"] >= 0 for h in row["history"])
     assert row["datamodule"]["_target_"].endswith("SyntheticBCCDDataModule")
     assert "root" not in row["datamodule"] and "cache_dir" not in row["datamodule"]
     logs = list(run_dir(out, row).glob("logs/version_*/metrics.csv"))
