@@ -302,7 +302,7 @@ def test_learning_curve_figure_tables_and_readme(tmp_path, capsys):
     assert block.index("learning curve") < block.index("quick:")  # the curve's finding leads
     assert "| 25 " in block and "| 200 (all) " in block and "equivalent" in block
     # identical predictions: Δ = 0 on every seed and every resample, equivalent within ±1 pp
-    assert "bam (+0.00 [+0.00, +0.00])" in block
+    assert "bam (+0.00; a [+0.00, +0.00], b [+0.00, +0.00])" in block
     assert "curve_learning_curve.png" in block and text.endswith("after\n")
     assert len(block.splitlines()) < 60
 

@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
         for path in write_forest(res):
             print(path)
+        from lbam.report.bridge import bridges, plot_bridge
+
+        for experiment in bridges(res):
+            if path := plot_bridge(res, experiment):
+                print(path)
     if cmd in (None, "attention-maps"):
         from lbam.report.maps import attention_maps
 

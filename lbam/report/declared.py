@@ -11,6 +11,7 @@ that union; an experiment without a file declares nothing and all its rows are *
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import shlex
@@ -71,6 +72,7 @@ def sweep_config(experiment: str) -> dict | None:
     # As Hydra's basic sweeper writes its params onto the command line: key=value.
     params = cfg.hydra.sweeper.get("params") or {}
     return conf | {
+        "analysis": OmegaConf.to_container(cfg.get("analysis") or OmegaConf.create({}), resolve=True),
         "params": [f"{k}={v}" for k, v in params.items()],
         "attention": cfg.attention.name,
         "seed": cfg.seed,
@@ -136,6 +138,18 @@ def build_sweep(experiment: str, conf: dict) -> Sweep:
 def declared_sweep(experiment: str) -> Sweep | None:
     conf = sweep_config(experiment)
     return None if conf is None else build_sweep(experiment, conf)
+
+
+@functools.cache
+def planned_analysis(experiment: str) -> dict:
+    """The analysis block of the experiment file ({} without one): keys a dated plan amendment added after the
+    rows were written (e.g. ``primary``) reach the report from here; a key the rows carry wins. Cached until the
+    next `lbam.report.rows.load_results`, which reads the experiment files afresh."""
+    try:
+        conf = sweep_config(experiment)
+    except SweepError:
+        return {}
+    return dict(conf.get("analysis") or {}) if conf else {}
 
 
 # --- the provenance: one command per cell that has rows, with the values those rows have -----------------------

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from lbam.report.rows import Results, groups, title
-from lbam.report.stats import DISAGREE, compare
+from lbam.report.stats import DISAGREE, THRESHOLD, compare
 
 COLORS = {
     "differ": "tab:red",
@@ -24,6 +24,7 @@ COLORS = {
     "non-inferior": "tab:blue",
     "inconclusive": "0.55",
     DISAGREE: "tab:orange",
+    THRESHOLD: "gold",
 }
 T_COLOR, BOOT_COLOR = "0.15", "tab:purple"
 

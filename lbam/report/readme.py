@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from lbam.report.bridge import bridges
+from lbam.report.bridge import figure_path as bridge_figure
+from lbam.report.bridge import section as bridge_section
 from lbam.report.declared import commands
+from lbam.report.evidence import DIRECTION_CAPTION, changed_count, direction_table, power_caption, power_table
 from lbam.report.figures import figure_paths
 from lbam.report.forest import forest_path
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
-from lbam.report.stats import DISAGREE, FINDINGS, MIN_SEEDS, NONE, VS_NONE, compare
+from lbam.report.stats import DISAGREE, FINDINGS, MIN_SEEDS, NONE, THRESHOLD, VS_NONE, compare_all
 from lbam.report.tables import (
     DASH,
     interval,
@@ -30,7 +34,13 @@ from lbam.report.tables import (
 )
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SHORT = {"differ": "differ", "equivalent": "equiv.", "non-inferior": "NI", "inconclusive": "inc."}
+SHORT = {
+    "differ": "differ",
+    "equivalent": "equiv.",
+    "non-inferior": "NI",
+    "inconclusive": "inc.",
+    THRESHOLD: "thr.",
+}
 
 
 def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
@@ -42,24 +52,30 @@ def _label(ctx: str, x: float, whole: bool, curve: str | None) -> str:
 
 
 def _cell(r: pd.Series, other: str) -> str:
-    """'se (+0.01 [-0.92, +0.93])': the other setting, Δ and the interval including test-set sampling; where
-    (a) and (b) disagree, both verdicts, short ('a: equiv., b: inc.')."""
-    ci = f" {interval(r['boot_low'], r['boot_high'])}" if not math.isnan(r["boot_low"]) else ""
-    both = f"; a: {SHORT[r['finding_t']]}, b: {SHORT[r['finding_boot']]}" if r["finding"] == DISAGREE else ""
-    return f"{other} ({pct(r['mean'], signed=True)}{ci}{both})"
+    """'se (+0.01; a [-0.62, +0.64], b [-0.92, +0.93])': the other setting, Δ and both intervals, (a) over seeds
+    and (b) with the test smears; where (a) and (b) disagree, both verdicts, short ('a: equiv., b: inc.')."""
+    cis = f"; a {interval(r['low'], r['high'])}, b {interval(r['boot_low'], r['boot_high'])}"
+    cis = "" if math.isnan(r["low"]) else cis
+    both = (
+        f"; a: {SHORT[r['finding_t']]}, b: {SHORT[r['finding_boot']]}"
+        if r["finding"] in (DISAGREE, THRESHOLD)
+        else ""
+    )
+    return f"{other} ({pct(r['mean'], signed=True)}{cis}{both})"
 
 
 def verdict_summary(p: pd.DataFrame, first: str) -> pd.DataFrame:
-    """Per size (or overrides) and family, the comparisons under the verdict (a) and (b) share, or under
-    "a/b disagree"."""
+    """Per size (or overrides) and family, the comparisons under the verdict (a) and (b) share, "at the
+    threshold" or "a/b disagree". A comparison in two families is shown once, under "A − none"."""
     rows = []
     for (label, family), pf in p.groupby([first, "family"], sort=False):
         vs_none = family == VS_NONE
-        ab = f"A − {NONE}" if vs_none else f"{pf['setting'].iloc[0]} − B"
+        pf = pf if vs_none else pf[pf["families"] == 1]
+        ab = f"A − {NONE}" if vs_none else f"{pf['setting'].iloc[0] if len(pf) else '?'} − B"
         cells = [
             (r["finding"], _cell(r, r["setting"] if vs_none else r["baseline"])) for _, r in pf.iterrows()
         ]
-        rows.append({first: label, "Δ = A − B": ab} | {f: ", ".join(c for g, c in cells if g == f) or DASH for f in (*FINDINGS, DISAGREE)})  # fmt: skip
+        rows.append({first: label, "Δ = A − B": ab} | {f: ", ".join(c for g, c in cells if g == f) or DASH for f in (*FINDINGS, THRESHOLD, DISAGREE)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -79,16 +95,18 @@ def ceiling_summary(p: pd.DataFrame, first: str) -> str:
 
 def sensitivity_line(p: pd.DataFrame, q: pd.DataFrame, n: int) -> str:
     """How many stated verdicts change with the audited crops removed (the full tables have the table)."""
-    changed = int((p["finding"].to_numpy() != q["finding"].to_numpy()).sum())
+    changed, stated = changed_count(p, q)
     best = sorted({f"{100 * b:.2f} %" for b in q["ceiling_best"]})
     return (
         f"Label-audit sensitivity ({n} audited crops removed from the test set; table in the full tables): "
-        f"{changed} of {len(p)} stated verdicts change; highest reachable balanced accuracy then {', '.join(best)}."
+        f"{changed} of the {stated} stated verdicts change; highest reachable balanced accuracy then "
+        f"{', '.join(best)}."
     )
 
 
 def section(g: pd.DataFrame, res: Results) -> list[str]:
-    s, p, curve = summarize(g, res.runs), compare(g, res.runs), analysis(g, res.runs)["curve"]
+    (p, pooled), curve = compare_all(g, res.runs), analysis(g, res.runs)["curve"]
+    s = summarize(g, res.runs)
     first = "train size" if curve else "overrides"
     t = table(s)
     t[first] = [_label(c, x, w, curve) for c, x, w in zip(s["shown"], s["x"], s["whole"])]
@@ -126,6 +144,12 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
         if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
             notes.append(f"In the full tables also: {'; '.join(hidden)}.")
         out += [tests_caption(p), md(verdict_summary(shown, first)), " ".join(notes)]
+        out += [power_caption(p["alpha"].iloc[0], p["margin"].iloc[0]), md(power_table(p, first))]
+        if len(pooled):
+            pooled[first] = [
+                _label(c, x, w, curve) for c, x, w in zip(pooled["shown"], pooled["x"], pooled["whole"])
+            ]
+            out += [DIRECTION_CAPTION, md(direction_table(p, pooled, first))]
     return out
 
 
@@ -157,7 +181,16 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
     if res.skipped:
         parts.append(skipped_note(res))
     figures = figure_paths(res)
-    for experiment, slug, g in sorted(groups(res.frame), key=lambda t: not analysis(t[2], res.runs)["curve"]):
+    steps, shown = bridges(res), set()  # a bridge is one section, its steps side by side, after the curves
+    order = sorted(
+        groups(res.frame), key=lambda t: (not analysis(t[2], res.runs)["curve"], t[0] not in steps)
+    )
+    for experiment, slug, g in order:
+        if experiment in steps:
+            if experiment not in shown:
+                shown.add(experiment)
+                parts += bridge_parts(res, experiment, link_prefix)
+            continue
         links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
         for e, sl, _, kind, path in figures:
             if (e, sl) == (experiment, slug) and path.is_file():
@@ -172,6 +205,15 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
     return (
         "\n\n".join(p for i, p in enumerate(parts) if not (p.startswith("LBAM vs") and p in parts[:i])) + "\n"
     )
+
+
+def bridge_parts(res: Results, experiment: str, link_prefix: str) -> list[str]:
+    """A bridge's section (lbam.report.bridge), its provenance over every step, and its links."""
+    g = res.frame[res.frame["experiment"] == experiment]
+    links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
+    if (fig := bridge_figure(res, experiment)).is_file():
+        links.append(f"[Δ per step]({link_prefix}/figures/{fig.name})")
+    return [*bridge_section(res, experiment), provenance(g, res), " · ".join(links)]
 
 
 def update_readme(readme: str | Path, res: Results, check: bool = False) -> tuple[bool, str]:

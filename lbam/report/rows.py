@@ -27,7 +27,13 @@ from lbam.results import METRICS, Row, RowError, load_row
 
 ORDER = ("none", "se", "cbam", "bam", "eca", "lbam")
 GROUP = "experiment dataset synthetic profile device_kind backbone image_size width_mult".split()
-DEFAULT_ANALYSIS = {"alpha": 0.05, "noninferiority_margin": 0.01, "curve": None}
+DEFAULT_ANALYSIS = {
+    "alpha": 0.05,
+    "noninferiority_margin": 0.01,
+    "curve": None,
+    "primary": None,
+    "bridge": None,
+}
 # What a failed run carries is never averaged: these are cleared in its row (and NaN in the frame).
 OUTCOME = (*METRICS, "per_class_acc", "confusion_matrix", "val_acc", "images_per_second")
 
@@ -135,6 +141,9 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
     naming the file(s) or, with ``skip_invalid``, a warning on stderr, counted in ``skipped``."""
     runs_dir = Path(results_dir) / "runs"
     loaded, skipped = [], []
+    from lbam.report.declared import planned_analysis
+
+    planned_analysis.cache_clear()  # the experiment files as they are now
 
     def invalid(message: str) -> None:
         if not skip_invalid:
@@ -182,8 +191,12 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
 
 
 def analysis(g: pd.DataFrame, runs: list[Run]) -> dict:
-    """The experiment's analysis settings stated in advance (alpha, margin, curve), defaults where absent."""
-    return {**DEFAULT_ANALYSIS, **runs[int(g["run"].iloc[0])].row.analysis}
+    """The experiment's analysis settings stated in advance (alpha, margin, curve, …): the rows' own, then keys
+    that only the experiment file has (added by a dated plan amendment), then the defaults."""
+    from lbam.report.declared import planned_analysis
+
+    row = runs[int(g["run"].iloc[0])].row
+    return {**DEFAULT_ANALYSIS, **planned_analysis(row.experiment), **row.analysis}
 
 
 def groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:

@@ -15,7 +15,8 @@ from lbam.report.audit import audited_ids
 from lbam.report.bootstrap import RESAMPLES
 from lbam.report.figures import figures_markdown
 from lbam.report.rows import GROUP, Results, Run, groups, title
-from lbam.report.stats import MIN_SEEDS, TESTS, compare, delta_vs_none
+from lbam.report.stats import MC_BAND, MIN_SEEDS, TESTS, compare, compare_all, delta_vs_none
+from lbam.report.verdicts import changed_count
 
 METRICS = {
     "test_acc": "test acc (%)",
@@ -84,6 +85,11 @@ def pairs_table(p: pd.DataFrame) -> pd.DataFrame:
     cells |= {"Δ bal. acc (pp)": [pct(m, s, signed=True) for m, s in zip(p["mean"], p["std"])]}
     for method, pre, name in (("t", "", "(a) seeds"), ("boot", "boot_", "(b) seeds + test")):
         holms = zip(*(p[f"{pre}{t}_holm"].map(pval) for t in TESTS))
+        if pre:  # the bootstrap's Monte Carlo error beside each of its p's
+            holms = zip(*(
+                [f"{pval(v)} ± {e:.1g}" if e > 0 else pval(v) for v, e in zip(p[f"{pre}{t}_holm"], p[f"{pre}{t}_holm_se"].fillna(0))]
+                for t in TESTS
+            ))  # fmt: skip
         cells |= {
             f"{name}: {ci} CI (pp)": [interval(lo, hi) for lo, hi in zip(p[pre + "low"], p[pre + "high"])]
         }
@@ -97,17 +103,28 @@ def tests_caption(p: pd.DataFrame) -> str:
     """How the verdicts are reached, with the experiment's α and margin."""
     alpha, margin = p["alpha"].iloc[0], 100 * p["margin"].iloc[0]
     ci = f"{100 * (1 - 2 * alpha):g} %"
+    limited = (
+        ""
+        if p["claims"].all()
+        else (
+            " Outside the primary sizes the plan draws no equivalence or non-inferiority claim: there only the "
+            "difference test speaks (*inconclusive* = no difference found)."
+        )
+    )
     return (
         "LBAM vs the baselines and every module vs none, on the same test crops, paired by seed; Δ = A − B "
         "balanced accuracy (pp), recomputed from the predictions. Three tests per comparison, each "
         "Holm-corrected within its family (each LBAM setting vs the others; every setting vs none), size and "
         f"test type, α = {alpha:g}: difference (two-sided), non-inferiority (H0: Δ ≤ −{margin:g} pp) and "
-        f"equivalence (TOST, ±{margin:g} pp; the margin stated in advance). Each twice: (a) over the seeds, "
-        f"paired t-test, {ci} t-interval; (b) over the seeds and the test smears, a paired two-level bootstrap "
-        f"({RESAMPLES:,} resamples of the seeds and of the smears, the same for both settings), {ci} percentile "
-        "interval. *differ*: the difference test rejects; *equivalent*: TOST rejects; *non-inferior*: only "
-        f"non-inferiority rejects; *inconclusive*: none, or fewer than {MIN_SEEDS} seeds. A verdict is stated "
-        "only where (a) and (b) agree."
+        f"equivalence (TOST, ±{margin:g} pp; the margin stated in advance). A comparison in both families gets "
+        "the larger of its two Holm p's and one verdict, shown under A − none. Each test twice: (a) over the "
+        f"seeds, paired t-test, {ci} t-interval; (b) over the seeds and the test smears, a paired two-level "
+        f"bootstrap ({RESAMPLES:,} resamples of the seeds and of the smears, the same for both settings), {ci} "
+        "percentile interval; resampling seeds and smears independently counts their interaction twice, so (b) "
+        "over-estimates the variance and is conservative. *differ*: the difference test rejects; *equivalent*: "
+        "TOST rejects; *non-inferior*: only non-inferiority rejects; *inconclusive*: none, or fewer than "
+        f"{MIN_SEEDS} seeds; *at the threshold*: a bootstrap p within {MC_BAND:g} Monte Carlo SE of α would "
+        "decide the verdict. A verdict is stated only where (a) and (b) agree." + limited
     )
 
 
@@ -165,10 +182,10 @@ def sensitivity_markdown(ids: list[str], done: list[tuple[pd.DataFrame, pd.DataF
         f"test set ({', '.join(ids)}); the primary analysis above keeps every crop.",
     ]
     for g, p, q in done:
-        changed = int((p["finding"].to_numpy() != q["finding"].to_numpy()).sum())
+        changed, stated = changed_count(p, q)
         parts += [
             f"### {title(g)}",
-            f"{changed} of {len(p)} stated verdicts change.",
+            f"{changed} of the {stated} stated verdicts change.",
             md(sensitivity_table(p, q)),
         ]
         for _, r in q.drop_duplicates("context").iterrows():
@@ -206,7 +223,9 @@ def heading(shown: str, x: float, whole: bool) -> str:
     return f"train-set size {x:g}{split}" + (f" ({shown})" if shown else "")
 
 
-def group_markdown(g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame) -> str:
+def group_markdown(
+    g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame, pooled: pd.DataFrame | None = None
+) -> str:
     seeds = ", ".join(map(str, sorted(set(g.loc[g["status"] == "ok", "seed"])))) or "none"
     parts = [
         f"## {title(g)}",
@@ -221,6 +240,23 @@ def group_markdown(g: pd.DataFrame, s: pd.DataFrame, p: pd.DataFrame) -> str:
         pc = p[p["context"] == ctx] if len(p) else p
         if len(pc):
             parts += findings_parts(pc)
+    if (
+        len(p) and p["n"].max() >= MIN_SEEDS
+    ):  # power and direction, beside the verdicts (the plan's amendment)
+        from lbam.report import evidence  # it renders with this module's helpers
+
+        p = p.assign(size=[short_label(sh, x, w) for sh, x, w in zip(p["shown"], p["x"], p["whole"])])
+        parts += [
+            evidence.power_caption(p["alpha"].iloc[0], p["margin"].iloc[0]),
+            md(evidence.power_table(p, "size")),
+        ]
+        if pooled is not None and len(pooled):
+            pooled = pooled.assign(
+                size=[
+                    short_label(sh, x, w) for sh, x, w in zip(pooled["shown"], pooled["x"], pooled["whole"])
+                ]
+            )
+            parts += [evidence.DIRECTION_CAPTION, md(evidence.direction_table(p, pooled, "size"))]
     failed = g[g["status"] == "failed"]
     if len(failed):
         errors = [(str(e).strip().splitlines() or ["?"])[-1][:160] for e in failed["error"].fillna("")]
@@ -274,16 +310,22 @@ def other_runs_only(res: Results) -> list[Path]:
 def write_tables(res: Results) -> list[Path]:
     written = []
     for experiment, parts in itertools.groupby(groups(res.frame), key=lambda t: t[0]):
-        done = [(g, summarize(g, res.runs), compare(g, res.runs)) for *_, g in parts]
+        done = [(g, summarize(g, res.runs), *compare_all(g, res.runs)) for *_, g in parts]
         text = [f"# Results: {experiment}", *([skipped_note(res)] if res.skipped else [])]
-        sens = sensitivity_files(res, [(g, p) for g, _, p in done])
+        sens = sensitivity_files(res, [(g, p) for g, _, p, _ in done])
         body = [group_markdown(*d) for d in done] + [figures_markdown(res, experiment)]  # + links, recall
+        from lbam.report.bridge import bridges, section  # it renders with this module's helpers
+
+        if experiment in bridges(res):  # the steps side by side first, then each step's own tables
+            body.insert(0, "\n\n".join(["## Steps side by side", *section(res, experiment)[1:]]))
         body += [sens.pop(".md").strip()] if ".md" in sens else []  # the label-audit sensitivity section
         files = {".md": "\n\n".join(text + body + other_runs(res, experiment)) + "\n"}
-        files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, _ in done)
-        files[".csv"] = pd.concat(s for _, s, _ in done).to_csv(index=False, float_format="%.6g")
-        if any(len(p) for *_, p in done):
-            files["_pairs.csv"] = pd.concat(p for *_, p in done).to_csv(index=False, float_format="%.6g")
+        files[".tex"] = "\n".join(latex(table(s), title(g)) for g, s, *_ in done)
+        files[".csv"] = pd.concat(s for _, s, *_ in done).to_csv(index=False, float_format="%.6g")
+        if any(len(p) for _, _, p, _ in done):
+            files["_pairs.csv"] = pd.concat(p for _, _, p, _ in done).to_csv(index=False, float_format="%.6g")
+        if any(len(q) for *_, q in done):
+            files["_pooled.csv"] = pd.concat(q for *_, q in done).to_csv(index=False, float_format="%.6g")
         files |= sens
         for suffix, data in files.items():
             written.append(atomic_write(res.root / "tables" / f"{experiment}{suffix}", data))
