@@ -66,7 +66,7 @@ data: $(STAMP) ## Download what is missing of BCCD and Oxford-IIIT Pet into LBAM
 	@rc=0; for d in bccd oxford_pets; do $(PY) -m lbam.data download dataset=$$d || rc=1; done; exit $$rc
 
 train: $(STAMP) ## One training run: make train ARGS="experiment=embodiment1_quick attention=lbam"
-	$(PY) -m lbam.train $(if $(REF),paths=reference) $(ARGS)
+	$(PY) -m lbam.train $(strip $(if $(REF),paths=reference) $(ARGS))
 
 # The reproduction commands print their plan first (runs, finished, remaining, a time estimate, what is skipped
 # and why); a missing dataset is fetched there, or its experiment skipped with the command that gets it.
