@@ -86,7 +86,7 @@ def _side(res: Results, rows: pd.DataFrame) -> str:
 def markdown(table: pd.DataFrame, mine: Results, ref: Results) -> str:
     parts = [
         "# Your runs beside the reference",
-        f"Yours: `{mine.root}`; the reference: `{ref.root}` (committed). Balanced accuracy in %: the reference "
+        f"Yours: `{mine.root}`; the reference: `{ref.root}`. Balanced accuracy in %: the reference "
         "as mean ± sample std over its seeds [lowest, highest] (n), yours as the mean over your seeds (n); Δ = "
         "yours − the reference's mean (pp); *in the reference's range*: whether your mean lies within the "
         "reference seeds' range (with one reference seed: whether it is the same). Images/s: median over the "
