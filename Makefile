@@ -19,6 +19,11 @@ PYTEST_ARGS ?=
 JOBS ?= 1
 # make train ARGS="experiment=embodiment1_quick attention=lbam": the overrides of one training run.
 ARGS ?=
+# Runs and the report write to results/local/ (yours, git-ignored) and never change a tracked file; make plots
+# shows your runs beside the committed reference (results/runs). REFERENCE=1 is the maintainers' path: rows into
+# results/runs, and make plots regenerates results/tables, results/figures and the README block.
+REFERENCE ?=
+REF := $(if $(filter 1,$(REFERENCE)),--reference)
 # make gpu-check OUT=/tmp/x DEVICE=cpu: where it writes (default: a fresh temp folder) and on what (default: cuda
 # when present).
 OUT ?=
@@ -61,21 +66,21 @@ data: $(STAMP) ## Download what is missing of BCCD and Oxford-IIIT Pet into LBAM
 	@rc=0; for d in bccd oxford_pets; do $(PY) -m lbam.data download dataset=$$d || rc=1; done; exit $$rc
 
 train: $(STAMP) ## One training run: make train ARGS="experiment=embodiment1_quick attention=lbam"
-	$(PY) -m lbam.train $(ARGS)
+	$(PY) -m lbam.train $(strip $(if $(REF),paths=reference) $(ARGS))
 
 # The reproduction commands print their plan first (runs, finished, remaining, a time estimate, what is skipped
 # and why); a missing dataset is fetched there, or its experiment skipped with the command that gets it.
-quick: $(STAMP) ## Quick CPU profile of both embodiments (one seed), then the report (JOBS=N: N runs at once)
-	$(PY) scripts/reproduce.py --profile quick --jobs $(JOBS)
+quick: $(STAMP) ## Both embodiments, quick CPU profile, seed 0 (8.5 min of runs on 2 cores), then the report
+	$(PY) scripts/reproduce.py --profile quick --jobs $(JOBS) $(REF)
 
-curve: $(STAMP) ## Embodiment 1 learning curve on real BCCD (7 settings x sizes x seeds, CPU), then the report
-	$(PY) scripts/reproduce.py --profile curve --jobs $(JOBS)
+curve: $(STAMP) ## Embodiment 1 learning curve, real BCCD, 693 CPU runs (2.85 h at JOBS=2), then the report
+	$(PY) scripts/reproduce.py --profile curve --jobs $(JOBS) $(REF)
 
 reproduce: $(STAMP) ## Full protocol: embodiments 1+2 x 7 settings x 3 seeds, then the report (JOBS=N)
-	$(PY) scripts/reproduce.py --profile full --jobs $(JOBS)
+	$(PY) scripts/reproduce.py --profile full --jobs $(JOBS) $(REF)
 
-plots: $(STAMP) ## Regenerate tables and figures from results/runs (never retrains)
-	$(PY) -m lbam.report
+plots: $(STAMP) ## Your runs (results/local) beside the reference; REFERENCE=1: the committed tables and figures
+	$(PY) -m lbam.report $(REF)
 
 report: plots ## Same as plots
 

@@ -3,8 +3,12 @@
 - **Configs** (``CONFIG_DIR``): ``configs/`` at the top of a checkout; inside the package in an installed wheel.
 
 - **Project root** (``paths.root``): ``LBAM_ROOT`` if set, else the checkout that holds this package (a source
-  tree or an editable install), else the working directory (an installed wheel). ``experiments/``, ``results/``
-  and ``data/.cache/`` live under it, whatever the working directory.
+  tree or an editable install), else the working directory (an installed wheel: ``lbam-train`` and
+  ``lbam-report`` then say so in one line on stderr). ``experiments/``, ``results/`` and ``data/.cache/`` live
+  under it, whatever the working directory.
+- **Results**: the committed reference is ``<root>/results`` (runs/, tables/, figures/); your runs and their
+  report go to ``<root>/results/local`` (the same layout, git-ignored), so that a reproduction never changes a
+  tracked file. ``paths=reference`` (``make ... REFERENCE=1``) writes to the reference: the maintainers' path.
 - **Data root**, per dataset folder (``BCCD``, ``oxford-iiit-pet``): the first of
   1. ``LBAM_DATA_DIR``;
   2. a configured ``paths.data_dir``;
@@ -19,6 +23,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -47,6 +52,35 @@ def project_root() -> Path:
     if (checkout / "pyproject.toml").is_file():  # a source tree; site-packages holds none
         return checkout
     return Path.cwd().resolve()
+
+
+def root_source() -> str:
+    """Which rule chose the project root: ``LBAM_ROOT``, ``checkout`` or ``working directory``."""
+    if os.environ.get("LBAM_ROOT"):
+        return "LBAM_ROOT"
+    return "checkout" if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else "working directory"
+
+
+def announce_root(tool: str) -> None:
+    """One line on stderr naming where ``tool`` writes, when no checkout holds this package and LBAM_ROOT is
+    unset (an installed wheel): the outputs follow the working directory then, which a user may not expect."""
+    if root_source() == "working directory":
+        root = project_root()
+        print(
+            f"{tool}: no checkout holds this lbam, so outputs go under the working directory {root} "
+            "(experiments/, results/local/, data/.cache/); set LBAM_ROOT to choose another folder",
+            file=sys.stderr,
+        )
+
+
+def reference_dir() -> Path:
+    """``<root>/results``: the committed reference (configs/paths: ``paths.reference_dir``)."""
+    return project_root() / "results"
+
+
+def results_dir() -> Path:
+    """``<root>/results/local``: your runs and their report, git-ignored (``paths.results_dir``)."""
+    return reference_dir() / "local"
 
 
 def default_data_dir() -> Path:
@@ -83,8 +117,6 @@ OmegaConf.register_new_resolver("lbam_data_dir", _data_dir_resolver, replace=Tru
 
 def main() -> None:
     """`python -m lbam.paths [FOLDER]`: print the data root for FOLDER (default BCCD), e.g. for the Makefile."""
-    import sys
-
     print(data_root(folder=sys.argv[1] if len(sys.argv) > 1 else None))
 
 

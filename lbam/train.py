@@ -289,7 +289,9 @@ def main() -> None:
     become one line first; the job returns the last validation accuracy to Hydra's sweepers, or None without a
     validation split: the test split never steers a sweep."""
     from lbam.cli import precheck
+    from lbam.paths import announce_root
 
+    announce_root("lbam-train")
     precheck(sys.argv[1:])
     _hydra_main()
 

@@ -6,6 +6,11 @@
     python scripts/reproduce.py --profile full --jobs 2     # two runs at once (Hydra's joblib launcher)
     python scripts/reproduce.py --profile full --experiments embodiment1 -- trainer.max_epochs=10
     python scripts/reproduce.py --profile curve --plan      # the plan only: what would run, and for how long
+    python scripts/reproduce.py --profile quick --reference # maintainers: rows into the committed reference
+
+Your runs write their rows to results/local (git-ignored, ``paths.results_dir``) and the report shows them beside
+the committed reference, results/runs, which they never change; ``--reference`` (make ... REFERENCE=1) writes the
+rows to the reference and regenerates its tables, figures and README block instead.
 
 First the plan, before anything trains: per experiment its multiruns (`python -m lbam.train -m ...`: the sweeper
 params x each grid x each setting of the experiment file, see scripts/sweep_plan.py), how many runs there are,
@@ -73,6 +78,24 @@ def print_plan(p: Plan, estimate_time: bool) -> None:
     jobs, left = p.jobs, p.remaining()
     line = f"  total: {len(jobs)} runs, {len(jobs) - len(left)} finished here, {len(left)} to run"
     print(line + (f"; {estimate(p, left)}" if estimate_time and left else ""), flush=True)
+    print(f"  {where(p)}", flush=True)
+
+
+def where(p: Plan) -> str:
+    """Where the rows go, and how many of the planned runs the committed reference already holds."""
+    from lbam.results import row_path
+
+    paths = p.cfg.paths
+    held = sum(row_path(paths.reference_dir, p.name, j.name).is_file() for j in p.jobs)
+    if Path(paths.results_dir).resolve() == Path(paths.reference_dir).resolve():
+        return (
+            f"rows into the reference, {paths.results_dir} (--reference, the maintainers' path): it holds {held} "
+            "of these runs; those not finished here are retrained and replaced"
+        )
+    return (
+        f"rows into {paths.results_dir} (yours, git-ignored); the reference ({paths.reference_dir}) holds {held} "
+        f"of these {len(p.jobs)} runs: the report shows yours beside them"
+    )
 
 
 def run_plan(p: Plan, jobs: int) -> list[str]:
@@ -97,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print the plan and stop")
     parser.add_argument("--no-estimate", action="store_true", help="skip the time estimate (its probe steps)")
     parser.add_argument("--no-report", action="store_true", help="do not regenerate the report at the end")
+    parser.add_argument("--reference", action="store_true", help="rows into the reference (maintainers)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
 
-    user = [*args.overrides, *([f"seed={args.seeds}"] if args.seeds else [])]
+    user = [*(["paths=reference"] if args.reference else []), *args.overrides]
+    user += [f"seed={args.seeds}"] if args.seeds else []
     try:
         plans = [plan(e, user) for e in args.experiments or PROFILES[args.profile]]
         for p in plans:
@@ -126,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  {p.experiment}: {state}")
     code = 0
-    if not args.no_report and plans:  # the report of the folders the runs wrote to
+    if not args.no_report and plans:  # the report of the folders the runs wrote to, beside the reference
         paths = plans[0].cfg.paths
         report = ["--results-dir", str(paths.results_dir), "--experiments-dir", str(paths.experiments_dir)]
+        report += ["--reference-dir", str(paths.reference_dir)]
         code = subprocess.run([sys.executable, "-m", "lbam.report", *report], cwd=ROOT).returncode
     if failed:
         print(f"reproduce.py: {len(failed)} run(s) did not finish:", file=sys.stderr)

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from report_rows import put
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # builds and installs a wheel (~20 s)
@@ -89,6 +90,23 @@ def test_installed_lbam_train_composes_its_configs_outside_the_checkout(installe
     composed = _run_installed(site, tmp_path, sys.executable, "-m", "lbam.train", *cfg_job)
     assert composed.returncode == 0, composed.stderr[-2000:]
     assert "experiment_name: embodiment1" in composed.stdout and "name: cnn4" in composed.stdout
-    # An installed copy's project folders follow the working directory, not site-packages.
-    assert f"results_dir: {tmp_path.resolve()}/results" in composed.stdout
+    # An installed copy's project folders follow the working directory, not site-packages, and it says so.
+    assert f"results_dir: {tmp_path.resolve()}/results/local" in composed.stdout
+    assert f"reference_dir: {tmp_path.resolve()}/results\n" in composed.stdout
+    assert composed.stderr.startswith(
+        f"lbam-train: no checkout holds this lbam, so outputs go under the working directory {tmp_path.resolve()}"
+    )
     assert not list(tmp_path.iterdir()), "printing the config must not write anything"
+
+
+def test_installed_lbam_report_works_without_a_readme(installed, tmp_path):
+    _, site = installed
+    report = [sys.executable, str(site / "bin" / "lbam-report")]
+    fresh = _run_installed(site, tmp_path, *report)
+    assert fresh.returncode == 0 and "no runs of yours under" in fresh.stdout, fresh.stderr
+    assert "lbam-report: no checkout holds this lbam" in fresh.stderr
+    put(tmp_path / "results", "none", 0)  # a reference row (of an experiment without a file: an "other" run)
+    done = _run_installed(site, tmp_path, *report, "--reference")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{tmp_path.resolve()}/README.md: not found, README results block skipped" in done.stdout
+    assert (tmp_path / "results" / "tables" / "exp.md").is_file()

@@ -7,6 +7,7 @@ import statistics
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,8 +15,9 @@ from matplotlib.container import ErrorbarContainer
 
 from lbam.metrics import classification_metrics, confusion_matrix
 from lbam.report import main
+from lbam.report.cost import MARKER_PT, offsets
 from lbam.report.figstyle import RED
-from lbam.report.figures import PLOTS, figure_paths
+from lbam.report.figures import PLOTS, figure_paths, n_by_size
 from lbam.report.rows import groups, load_results
 from lbam.report.training import steps_of
 from lbam.results import Row, write_row
@@ -234,12 +236,31 @@ def test_cost_figure_has_three_panels_a_scale_bar_and_error_bars_only_for_severa
     plt.close(fig)
 
 
+def test_learning_curve_legend_says_which_n_goes_with_which_size():
+    counts = pd.Series([60, 25, 7, 7], index=[25.0, 100.0, 400.0, 4001.0])
+    assert n_by_size(counts) == "n = 60 at 25, 25 at 100, 7 at 400 and 4001"
+    assert n_by_size(pd.Series([3, 5, 3], index=[10.0, 20.0, 30.0])) == "n = 3 at 10 and 30, 5 at 20"
+
+
+def test_cost_figure_spreads_markers_that_share_a_column(report):
+    fig = figure(report, "multi", "cost_vs_accuracy")
+    ax = next(a for a in fig.axes if "images/s" in a.get_xlabel())
+    lines = [c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert [list(line.get_xdata()) for line in lines] == [[110.0]] * 3  # every setting: 100, 110, 120 img/s
+    fig.canvas.draw()
+    drawn = sorted(line.get_transform().transform(line.get_xydata())[0][0] for line in lines)
+    assert np.diff(drawn).min() >= MARKER_PT * fig.dpi / 72  # a marker apart (display units are pixels)
+    assert all(low < x < high for x in drawn for low, high in [ax.get_window_extent().intervalx])
+    plt.close(fig)
+    np.testing.assert_allclose(offsets(np.array([0.0, 0.0, 100.0, np.nan]), 200.0), [-4.55, 4.55, 0, 0])
+
+
 def test_learning_curve_reads_small_and_large_sizes_on_a_logit_axis(report):
     fig = figure(report, "curve", "learning_curve")
     ax = fig.axes[0]
     assert ax.get_yscale() == "logit" and "logit scale" in ax.get_ylabel()
     assert "mean ± sample std over seeds" in ax.get_ylabel()
-    assert any("(n = 2)" in t.get_text() for t in ax.get_legend().get_texts())
+    assert ax.get_legend().get_title().get_text() == "ok seeds per setting: n = 2 at every size"
     low, high = ax.get_ylim()
     for c in (c for c in ax.containers if isinstance(c, ErrorbarContainer)):  # every mean and bar end inside
         assert all(low < y < high for y in c.lines[0].get_ydata())

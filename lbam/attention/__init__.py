@@ -3,6 +3,10 @@
 ``torch.compile`` is the speed switch (``model.compile()`` compiles in place and keeps the state-dict keys). The
 BatchNorms are standard: in train mode a batch of one raises PyTorch's error in BAM's channel MLP (and at N=1 with
 a 1×1 map in the spatial branches); the training loader drops a last batch of one; eval mode takes any batch.
+
+Each module takes PyTorch's factory kwargs (``device``, ``dtype``) and its ``forward`` traces with ``torch.fx``:
+it is timm's ``attn_layer`` (``timm.create_model("resnet18", block_args=dict(attn_layer=LBAM))``) and works in
+torchvision's ``create_feature_extractor`` (tests/test_interop.py).
 """
 
 from collections.abc import Iterator

@@ -19,6 +19,10 @@ def max_over(x: torch.Tensor, dims: str) -> torch.Tensor:
 
 
 def check_input(x: torch.Tensor, channels: int) -> None:
+    """N×C×H×W with C = ``channels``, else one clear ValueError. Skipped while torch.fx traces symbolically (a
+    ``Proxy`` has no shape to check), so that ``forward`` has no data-dependent branch for fx."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(f"expected a 4-D tensor N×C×H×W with C={channels}, got shape {tuple(x.shape)}")
 

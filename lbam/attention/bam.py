@@ -19,26 +19,40 @@ from torch import nn
 from ._common import check_choice, check_input, check_positive
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 1, d: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d), nn.BatchNorm2d(cout), nn.ReLU(True)]
+def conv_bn_relu(cin: int, cout: int, k: int = 1, d: int = 1, **dd) -> list[nn.Module]:
+    conv = nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d, **dd)
+    return [conv, nn.BatchNorm2d(cout, **dd), nn.ReLU(True)]
 
 
-def spatial_branch(channels: int, reduction: int, dilation: int, output_bn: bool = False) -> nn.Sequential:
-    """Ms, BAM's spatial branch (also LBAM's): N×C×H×W → N×1×H×W logits, [+ the paper's output BN]."""
+def spatial_branch(
+    channels: int, reduction: int, dilation: int, output_bn: bool = False, **dd
+) -> nn.Sequential:
+    """Ms, BAM's spatial branch (also LBAM's): N×C×H×W → N×1×H×W logits, [+ the paper's output BN]; ``dd``:
+    PyTorch's factory kwargs (device, dtype)."""
     h, d = max(1, channels // check_positive("reduction", reduction)), check_positive("dilation", dilation)
-    layers = [*conv_bn_relu(channels, h), *conv_bn_relu(h, h, 3, d), *conv_bn_relu(h, h, 3, d)]
-    return nn.Sequential(*layers, nn.Conv2d(h, 1, 1), *([nn.BatchNorm2d(1)] if output_bn else []))
+    layers = [
+        *conv_bn_relu(channels, h, **dd),
+        *conv_bn_relu(h, h, 3, d, **dd),
+        *conv_bn_relu(h, h, 3, d, **dd),
+    ]
+    return nn.Sequential(*layers, nn.Conv2d(h, 1, 1, **dd), *([nn.BatchNorm2d(1, **dd)] if output_bn else []))
 
 
 class BAM(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, combine="add", output_bn=False):
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, combine="add", output_bn=False,
+                 device=None, dtype=None):  # fmt: skip
         super().__init__()
         self.channels = check_positive("channels", channels)
         self.combine = check_choice("combine", combine, ("add", "mul"))
-        h = max(1, channels // check_positive("reduction", reduction))
-        mlp = [nn.Linear(channels, h), nn.BatchNorm1d(h), nn.ReLU(True), nn.Linear(h, channels)]
-        self.channel_mlp = nn.Sequential(*mlp, *([nn.BatchNorm1d(channels)] if output_bn else []))
-        self.spatial = spatial_branch(channels, reduction, dilation, output_bn)
+        h, dd = max(1, channels // check_positive("reduction", reduction)), {"device": device, "dtype": dtype}
+        mlp = [
+            nn.Linear(channels, h, **dd),
+            nn.BatchNorm1d(h, **dd),
+            nn.ReLU(True),
+            nn.Linear(h, channels, **dd),
+        ]
+        self.channel_mlp = nn.Sequential(*mlp, *([nn.BatchNorm1d(channels, **dd)] if output_bn else []))
+        self.spatial = spatial_branch(channels, reduction, dilation, output_bn, **dd)
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

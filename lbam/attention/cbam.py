@@ -17,14 +17,17 @@ from ._common import check_input, check_positive, max_over
 
 
 class CBAM(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7):
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, device=None, dtype=None):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        h = max(1, channels // check_positive("reduction", reduction))
+        h, dd = max(1, channels // check_positive("reduction", reduction)), {"device": device, "dtype": dtype}
         k = check_positive("kernel_size", spatial_kernel, odd=True)
-        self.mlp = nn.Sequential(nn.Linear(channels, h), nn.ReLU(inplace=True), nn.Linear(h, channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, h, **dd), nn.ReLU(inplace=True), nn.Linear(h, channels, **dd)
+        )
         self.channel_gate = nn.Sigmoid()
-        self.spatial = nn.Sequential(nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False), nn.BatchNorm2d(1))
+        conv = nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False, **dd)
+        self.spatial = nn.Sequential(conv, nn.BatchNorm2d(1, **dd))
         self.gate = nn.Sigmoid()  # the spatial gate Ms, applied last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

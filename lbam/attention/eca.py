@@ -16,11 +16,12 @@ from ._common import check_input, check_positive, eca_kernel_size
 
 
 class ECA(nn.Module):
-    def __init__(self, channels: int, kernel_size: int | None = None, gamma: int = 2, b: int = 1):
+    def __init__(self, channels: int, kernel_size: int | None = None, gamma: int = 2, b: int = 1, device=None,
+                 dtype=None):  # fmt: skip
         super().__init__()
         self.channels = check_positive("channels", channels)
         k = eca_kernel_size(channels, kernel_size, check_positive("gamma", gamma), b)
-        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False, device=device, dtype=dtype)
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

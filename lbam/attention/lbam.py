@@ -29,6 +29,8 @@ class LBAM(nn.Module):
         residual: bool = True,
         branches: str = "both",
         pool: str = "avgmax",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         self.channels = check_positive("channels", channels)
@@ -40,8 +42,9 @@ class LBAM(nn.Module):
         k = eca_kernel_size(channels, kernel_size)
         # Separate convs for GAP and GMP are one conv over the two as input channels: one weight, 1×2×k.
         n_in = 2 if pool == "avgmax" and not shared_conv else 1
-        self.conv = nn.Conv1d(n_in, 1, k, padding=k // 2, bias=False) if branches != "spatial" else None
-        self.spatial = spatial_branch(channels, reduction, dilation) if branches != "channel" else None
+        dd = {"device": device, "dtype": dtype}
+        self.conv = nn.Conv1d(n_in, 1, k, padding=k // 2, bias=False, **dd) if branches != "spatial" else None
+        self.spatial = spatial_branch(channels, reduction, dilation, **dd) if branches != "channel" else None
         self.gate = nn.Sigmoid()
 
     def channel_logits(self, x: torch.Tensor) -> torch.Tensor:

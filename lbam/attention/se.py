@@ -15,11 +15,13 @@ from ._common import check_input, check_positive
 
 
 class SE(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, device=None, dtype=None):
         super().__init__()
         self.channels = check_positive("channels", channels)
-        h = max(1, channels // check_positive("reduction", reduction))
-        self.fc = nn.Sequential(nn.Linear(channels, h), nn.ReLU(inplace=True), nn.Linear(h, channels))
+        h, dd = max(1, channels // check_positive("reduction", reduction)), {"device": device, "dtype": dtype}
+        self.fc = nn.Sequential(
+            nn.Linear(channels, h, **dd), nn.ReLU(inplace=True), nn.Linear(h, channels, **dd)
+        )
         self.gate = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

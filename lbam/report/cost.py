@@ -1,8 +1,11 @@
 """What accuracy costs: test balanced accuracy against three costs, each on its own panel: attention parameters,
-FLOPs per image, and the measured training speed (images/s) with its device and compile state. One row of panels
-per shown context (on a learning curve: the smallest and the largest training-set size). Error bars only where
-n ≥ 2 seeds. Every panel carries a scale bar the size of one test error in the smallest class, so that a
-difference of one crop does not read as a gap, and the y axis spans at least eight such errors."""
+FLOPs per image, and the measured training speed (images/s) with its device, compile state and load. One row of
+panels per shown context (on a learning curve: the smallest and the largest training-set size). Error bars only
+where n ≥ 2 seeds. Speeds leave loaded runs out where a setting has others; a setting whose every run was loaded is
+drawn hollow, "measured under load X" (``lbam.report.load``). Markers that would hide each other (the same cost,
+e.g. LBAM and LBAM residual=false: 3,058 parameters each) are offset sideways by a few points. Every panel carries
+a scale bar the size of one test error in the smallest class, so that a difference of one crop does not read as
+a gap, and the y axis spans at least eight such errors."""
 
 from __future__ import annotations
 
@@ -13,18 +16,52 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from lbam.report.figstyle import contexts, n_label, one_error, settings, spread_label, style
+from lbam.report.load import load_state, load_summary
 from lbam.report.rows import Results, title
 
 MIN_SPAN = 8  # the y axis spans at least this many one-error steps
+MARKER_PT = 7.0  # marker size; markers closer than this sideways share a column and are spread apart by it
 
 
 def points(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: n ok seeds, balanced accuracy (%) mean and sample std, costs, images/s mean and std."""
+    """Per setting: n ok seeds, balanced accuracy (%) mean and sample std, costs, images/s mean and std over the
+    runs that were not loaded, else (every run loaded: ``ips_load``, their mean load) over the loaded ones."""
     ok = rows[rows["status"] == "ok"].assign(acc=lambda d: 100 * d["test_balanced_acc"])
+    ok = ok.assign(
+        ips=pd.to_numeric(ok["images_per_second"], errors="coerce"), loaded=load_state(ok) == "loaded"
+    )
+    ok = ok.assign(load=pd.to_numeric(ok["load_average"], errors="coerce"))
     agg = {"n": ("acc", "count"), "acc": ("acc", "mean"), "acc_std": ("acc", "std")}
     agg |= {"attention_params": ("attention_params", "first"), "flops": ("flops", "first")}
-    agg |= {"ips": ("images_per_second", "mean"), "ips_std": ("images_per_second", "std")}
-    return ok.groupby("setting", sort=False).agg(**agg)
+    out = ok.groupby("setting", sort=False).agg(**agg)
+    for setting, g in ok.groupby("setting", sort=False):
+        clean = g[~g["loaded"] & g["ips"].notna()]
+        use = clean if len(clean) else g[g["ips"].notna()]
+        out.loc[setting, ["ips", "ips_std"]] = use["ips"].mean(), use["ips"].std()
+        out.loc[setting, "ips_load"] = use["load"].mean() if len(use) and not len(clean) else np.nan
+    return out
+
+
+def offsets(x: np.ndarray, width_pt: float) -> np.ndarray:
+    """Sideways offsets (points) for markers drawn at ``x`` (on the panel's scale) across ``width_pt`` points:
+    markers less than a marker apart share a column, where their error bars would hide each other, so each such
+    cluster is spread evenly around its place, a little more than a marker apart."""
+    finite = x[~np.isnan(x)]
+    span = np.ptp(finite) if len(finite) > 1 and np.ptp(finite) > 0 else 1.0
+    pts = x / span * width_pt
+    out, done = np.zeros(len(x)), np.isnan(x)
+    for i in np.argsort(pts):
+        if done[i]:
+            continue
+        idx = np.flatnonzero((np.abs(pts - pts[i]) < MARKER_PT) & ~done)
+        out[idx] = (np.arange(len(idx)) - (len(idx) - 1) / 2) * 1.3 * MARKER_PT  # a little air between them
+        done[idx] = True
+    return out
+
+
+def panel_scale(values: np.ndarray, symlog: bool) -> np.ndarray:
+    """The panel's x as drawn: symlog (linthresh 10) for the parameters, else linear."""
+    return np.sign(values) * np.log10(1 + np.abs(values) / 10) if symlog else values
 
 
 def speed_label(g: pd.DataFrame) -> str:
@@ -42,7 +79,7 @@ def speed_label(g: pd.DataFrame) -> str:
     world = pd.to_numeric(ok.get("world_size"), errors="coerce").max()
     if world > 1:
         parts.append(f"summed over up to {world:g} processes")
-    return ", ".join(parts)
+    return ", ".join(parts) + f"\n{load_summary(g)}"
 
 
 def n_text(n: pd.Series) -> str:
@@ -89,16 +126,29 @@ def plot_cost(g: pd.DataFrame, res: Results):
         axes[i, 0].set_ylim(*y_limits(p, step))
         for j, (col, xlabel, scale) in enumerate(panels):
             ax = axes[i, j]
-            for setting, r in p.iterrows():
-                x = r[col] * (scale or 1)
-                if np.isnan(x):
+            xs = (p[col] * (scale or 1)).to_numpy(float)
+            if col == "attention_params":
+                ax.set_xscale("symlog", linthresh=10)
+            width_pt = 0.9 * ax.get_position().width * fig.get_figwidth() * 72  # the data, less the margins
+            shift = offsets(panel_scale(xs, col == "attention_params"), width_pt)
+            for k, (setting, r) in enumerate(p.iterrows()):
+                if np.isnan(xs[k]):
                     continue
                 yerr = r["acc_std"] if r["n"] >= 2 else None
                 xerr = r["ips_std"] * (scale or 1) if col == "ips" and r["n"] >= 2 else None
-                ax.errorbar(x, r["acc"], yerr=yerr, xerr=xerr, ls="none", capsize=3, ms=7, mec="black",
-                            mew=0.5, **colors[setting])  # fmt: skip
-            if col == "attention_params":
-                ax.set_xscale("symlog", linthresh=10)
+                hollow = col == "ips" and not np.isnan(r["ips_load"])  # measured under load only
+                where = mtransforms.offset_copy(ax.transData, fig=fig, x=shift[k], y=0, units="points")
+                ax.errorbar(xs[k], r["acc"], yerr=yerr, xerr=xerr, ls="none", capsize=3, ms=7, mec="black",
+                            mew=0.5, transform=where, **colors[setting], **({"mfc": "none"} if hollow else {}))  # fmt: skip
+                if hollow:
+                    ax.annotate(f"load {r['ips_load']:.1f}", (xs[k], r["acc"]), xytext=(shift[k], 6),
+                                textcoords="offset points", fontsize=6, ha="center")  # fmt: skip
+            # offset markers are drawn in a shifted transform, which autoscaling ignores: their data limits here
+            spread = (p["ips_std"].fillna(0) * (p["n"] >= 2)).to_numpy(float) if col == "ips" else 0 * xs
+            ax.update_datalim(
+                [(x, y) for x, y in zip([*(xs - spread), *(xs + spread)], [*p["acc"]] * 2) if x == x]
+            )
+            ax.autoscale_view()
             if col == "ips" and p["ips"].isna().all():
                 ax.text(0.5, 0.5, "no measured speed in these rows", transform=ax.transAxes, ha="center")
             ax.set_xlabel(xlabel, fontsize=8)
@@ -114,7 +164,8 @@ def plot_cost(g: pd.DataFrame, res: Results):
     rows_note = f"; rows: {note}" if note else ""
     fig.suptitle(
         f"cost vs accuracy · {title(g)}\ny: {spread_label(all_n)} (n: ok seeds, in each row's title)"
-        f"{rows_note}\nscale bar: one test error in the smallest class, in balanced-accuracy points",
+        f"{rows_note}\nscale bar: one test error in the smallest class, in balanced-accuracy points; markers that "
+        "share a column are spread sideways; hollow: images/s measured under load (the load above it)",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))

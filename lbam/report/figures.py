@@ -34,12 +34,27 @@ def lines(g: pd.DataFrame, curve: str | None = None):
         yield (f"{setting} [{ctx}]" if ctx else setting), rows
 
 
+def n_by_size(counts: pd.Series) -> str:
+    """Which n goes with which size: 'n = 60 at 25, 25 at 100, 7 at 400 and 4001', or 'n = 7 at every size'."""
+    if counts.nunique() == 1:
+        return f"n = {counts.iloc[0]} at every size"
+    sizes: dict[int, list[str]] = {}
+    for x, n in counts.items():  # in size order
+        sizes.setdefault(int(n), []).append(f"{x:g}")
+    joined = [", ".join(xs[:-1]) + " and " + xs[-1] if len(xs) > 1 else xs[0] for xs in sizes.values()]
+    return "n = " + ", ".join(f"{n} at {xs}" for n, xs in zip(sizes, joined))
+
+
 def plot_learning_curve(g: pd.DataFrame, res: Results):
     """Balanced accuracy vs training-set size on a logit axis (equal heights for equal odds ratios, so 91 % at
     25 crops and 99 % at the whole split are both readable); mean per setting, bars ± sample std where n ≥ 2;
     settings offset sideways at each size so that their bars do not hide each other."""
     fig, ax = plt.subplots(figsize=(11, 5.5))
     found, colors, ns, lo, hi = list(lines(g, curve_key(g, res))), style(g), [], 1.0, 0.0
+    counts = {n_by_size(rows.groupby("x")["test_balanced_acc"].count()) for _, rows in found}
+    same = (
+        counts.pop() if len(counts) == 1 else None
+    )  # one n per size for every line: said once, in the title
     for k, (label, rows) in enumerate(found):
         st = rows.groupby("x")["test_balanced_acc"].agg(["mean", "std", "count"]).sort_index()
         ns += list(st["count"])
@@ -48,8 +63,8 @@ def plot_learning_curve(g: pd.DataFrame, res: Results):
         low, high = np.clip(m - s, 1e-4, 1 - 1e-4), np.clip(m + s, 1e-4, 1 - 1e-4)
         lo, hi = min(lo, low.min()), max(hi, high.max())
         x = st.index.to_numpy() * np.exp(0.03 * (k - (len(found) - 1) / 2))  # sideways offset, log x
-        n = "/".join(map(str, sorted(set(st["count"]))))
-        label = f"{label} (n = {n}): {int(rows['attention_params'].iloc[0]):,} attn params"
+        label += "" if same else f" ({n_by_size(st['count'])})"
+        label += f": {int(rows['attention_params'].iloc[0]):,} attn params"
         setting = rows["setting"].iloc[0]
         lbam = rows["attention"].iloc[0] == "lbam"  # highlighted: thick, on top
         ax.errorbar(x, m, yerr=[m - low, high - m], ms=5, capsize=2, label=label, lw=2.4 if lbam else 1.1,
@@ -67,7 +82,11 @@ def plot_learning_curve(g: pd.DataFrame, res: Results):
     ax.set_ylabel(f"test balanced accuracy (%), logit scale\n{spread_label(ns)}")
     ax.grid(alpha=0.3)
     ax.legend(
-        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="n: ok seeds per size", title_fontsize=7
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1),
+        title=f"ok seeds per setting: {same}" if same else "n: ok seeds per size",
+        title_fontsize=7,
     )
     fig.suptitle(f"learning curve\n{title(g)}", fontsize=10)
     fig.tight_layout()

@@ -14,6 +14,7 @@ from lbam.io import atomic_write
 from lbam.report.audit import audited_ids
 from lbam.report.bootstrap import RESAMPLES
 from lbam.report.figures import figures_markdown
+from lbam.report.load import RULE, load_state, speed_cell, speeds
 from lbam.report.rows import GROUP, Results, Run, groups, title
 from lbam.report.stats import MC_BAND, MIN_SEEDS, TESTS, compare, compare_all, delta_vs_none
 from lbam.report.verdicts import changed_count
@@ -37,10 +38,25 @@ def summarize(g: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     for k in METRICS:
         agg |= {f"{k}_mean": (k, "mean"), f"{k}_std": (k, "std")}  # pandas' std: ddof = 1
     agg |= {k: (k, "first") for k in ("params", "attention_params", "flops")}
-    agg |= {"images_per_second": ("images_per_second", "mean")}
-    out = g.groupby([*GROUP, "context", "setting"], sort=False).agg(**agg).reset_index()
+    ok = g["status"] == "ok"
+    agg |= {"load_average": ("load_ok", "mean"), "loaded": ("loaded", "sum")}
+    load = pd.to_numeric(g["load_average"], errors="coerce")
+    grouped = g.assign(load_ok=load.where(ok), loaded=ok & (load_state(g) == "loaded")).groupby(
+        [*GROUP, "context", "setting"], sort=False
+    )
+    out = grouped.agg(**agg).reset_index()
+    # images/s: the mean over the runs that were not loaded, else (every run loaded) marked with its load
+    speed = [speeds(rows) for _, rows in grouped]
+    out["images_per_second"], out["images_per_second_load"] = [s for s, _ in speed], [ld for _, ld in speed]
     out["delta_vs_none"] = [delta.get(k, math.nan) for k in zip(out["context"], out["setting"])]
     return out
+
+
+def load_cell(load: float, loaded: int, n: int) -> str:
+    """'not recorded', '1.7', or '3.9 (2 of 3 runs loaded)'."""
+    if math.isnan(load):
+        return "not recorded"
+    return f"{load:.1f}" + (f" ({loaded} of {n} runs loaded)" if loaded else "")
 
 
 def pct(mean: float, std: float = math.nan, signed: bool = False) -> str:
@@ -66,7 +82,11 @@ def table(s: pd.DataFrame) -> pd.DataFrame:
         name: [pct(m, sd) for m, sd in zip(s[f"{k}_mean"], s[f"{k}_std"])] for k, name in METRICS.items()
     }
     cells |= {"Δ bal. acc vs none (pp)": [pct(d, signed=True) for d in s["delta_vs_none"]]}
-    return pd.DataFrame(cells | {"images/s": s["images_per_second"].map(num), "failed": s["failed"]})
+    cells["images/s"] = [
+        speed_cell(v, ld) for v, ld in zip(s["images_per_second"], s["images_per_second_load"])
+    ]
+    cells["load (1 min)"] = [load_cell(ld, k, n) for ld, k, n in zip(s["load_average"], s["loaded"], s["n"])]
+    return pd.DataFrame(cells | {"failed": s["failed"]})
 
 
 def pval(p: float) -> str:
@@ -231,7 +251,8 @@ def group_markdown(
         f"## {title(g)}",
         f"Device {'; '.join(sorted(set(g['device'].astype(str))))} · seeds {seeds}. Accuracies in %, mean ± "
         "sample std (ddof = 1) over the n ok seeds; Δ vs `none` in pp, paired over the seeds both ran; "
-        f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed.",
+        f"attention params and FLOPs of one {g['image_size'].iloc[0]}px image; images/s: training speed, left out "
+        f"for loaded runs where a setting has others (load: mean 1-min load average; {RULE}).",
     ]
     for (ctx, shown, x, whole), sc in s.groupby(["context", "shown", "x", "whole"], sort=False, dropna=False):
         if heading(shown, x, whole):
