@@ -27,7 +27,11 @@ INPUT_PX = 32  # the curve profile's input size: what the networks saw of the cr
 
 
 def audit_file(results_dir: str | Path) -> Path:
-    return Path(results_dir) / "label_audit" / "labels.csv"
+    """The results folder's own list, else the reference's (your results/local tables use the committed list)."""
+    from lbam.paths import reference_dir
+
+    own = Path(results_dir) / "label_audit" / "labels.csv"
+    return own if own.is_file() else reference_dir() / "label_audit" / "labels.csv"
 
 
 def read_audit(results_dir: str | Path) -> dict[str, dict[str, str]]:

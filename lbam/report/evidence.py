@@ -14,50 +14,46 @@ from lbam.report.verdicts import MIN_SEEDS, changed_count, unique  # noqa: F401 
 VS_NONE = "each vs none"
 
 
-def _range(values: pd.Series, scale: float = 100.0, digits: int = 1, unit: str = "") -> str:
-    v = values.dropna()
-    if v.empty:
-        return DASH
-    lo, hi = scale * v.min(), scale * v.max()
-    same = math.isclose(lo, hi, abs_tol=10**-digits)
-    return f"{lo:.{digits}f}{unit}" if same else f"{lo:.{digits}f}–{hi:.{digits}f}{unit}"
+def _med(values: pd.Series, scale: float = 100.0, digits: int = 1, unit: str = "") -> str:
+    v = values.replace([math.inf, -math.inf], math.nan).dropna()
+    return DASH if v.empty else f"{scale * v.median():.{digits}f}{unit}"
 
 
 def power_table(p: pd.DataFrame, first: str) -> pd.DataFrame:
-    """Per context (label column ``first``): seeds, the SD of the paired Δ, the Δ detectable with 80 % power at
-    Holm's last (α) and first (α/m) step over seeds (a) and with the test smears (b), TOST's power at a true Δ of
-    0 (first … last step), and the seeds TOST over seeds would need for 80 %; ranges over the comparisons."""
+    """Per context (label column ``first``), medians over its comparisons: seeds, the SD of the paired Δ, the Δ
+    detectable with 80 % power at Holm's last (α) … first (α/m) step over seeds (a) and with the test smears
+    (b), TOST's power at a true Δ of 0 (last … first step), the seeds TOST over seeds would need for 80 %, and
+    of the inconclusive verdicts, how many TOST could have turned into equivalence with 80 % power."""
     rows = []
     for label, pc in unique(p).groupby(first, sort=False):
         pc = pc[pc["n"] >= MIN_SEEDS]
         if pc.empty:
             continue
-        need = pd.concat([pc["seeds_for_tost_last"], pc["seeds_for_tost_first"]]).dropna()
-        tost = {
-            m: pd.concat([pc[f"tost_power_first_{m}"], pc[f"tost_power_last_{m}"]]) for m in ("t", "boot")
-        }
-        rows.append(
-            {
-                first: label,
-                "seeds": _range(pc["n"], 1, 0),
-                "SD of Δ (pp)": _range(pc["std"]),
-                "detectable Δ, (a) (pp)": f"{_range(pc['detect_last_t'])} … {_range(pc['detect_first_t'])}",
-                "detectable Δ, (b) (pp)": f"{_range(pc['detect_last_boot'])} … {_range(pc['detect_first_boot'])}",
-                "TOST power at Δ = 0, (a)": _range(tost["t"], 100, 0, " %"),
-                "TOST power at Δ = 0, (b)": _range(tost["boot"], 100, 0, " %"),
-                "seeds for 80 % (a)": "> 100,000" if need.isin([math.inf]).any() else _range(need, 1, 0),
-            }
-        )
-    return pd.DataFrame(rows)
+        r = {first: label, "seeds": _med(pc["n"], 1, 0), "SD of Δ (pp)": _med(pc["std"])}
+        for m, name in (("t", "(a)"), ("boot", "(b)")):
+            r[f"detectable Δ {name} (pp)"] = (
+                f"{_med(pc[f'detect_last_{m}'])} … {_med(pc[f'detect_first_{m}'])}"
+            )
+        for m, name in (("t", "(a)"), ("boot", "(b)")):
+            r[f"TOST power {name}"] = f"{_med(pc[f'tost_power_last_{m}'], 100, 0)} … {_med(pc[f'tost_power_first_{m}'], 100, 0, ' %')}"  # fmt: skip
+        need = pc["seeds_for_tost_last"]
+        r["seeds for TOST 80 % (a)"] = "> 100,000" if (need == math.inf).mean() > 0.5 else _med(need, 1, 0)
+        inc = pc[pc["finding"] == "inconclusive"] if pc["claims"].all() else pc.iloc[0:0]
+        if len(inc):
+            could = [int((inc[f"tost_power_last_{m}"] >= 0.8).sum()) for m in ("t", "boot")]
+            r["inconclusive: TOST could (a) / (b)"] = f"{could[0]} / {could[1]} of {len(inc)}"
+        rows.append(r)
+    return pd.DataFrame(rows).fillna(DASH)
 
 
 def power_caption(alpha: float, margin: float) -> str:
     return (
-        "Power of these comparisons, from the observed SD of the paired Δ (80 % power; Holm's last step α = "
-        f"{alpha:g} … its first, α/m; ranges over the comparisons): the |Δ| a difference test detects, and the "
-        f"power TOST (±{100 * margin:g} pp) had at a true Δ of 0; (a) over seeds, (b) with the test smears (the "
-        "bootstrap's SE, itself an over-estimate). Where TOST's power is low, an *inconclusive* verdict is what the "
-        "design could give, not evidence of a difference."
+        "Power, from the observed SD of the paired Δ (medians over the comparisons; 80 % power; Holm's last step "
+        f"α = {alpha:g} … its first, α/m): the |Δ| a difference test detects, the power TOST (±{100 * margin:g} pp) "
+        "had at a true Δ of 0, and the seeds TOST over seeds alone would need for 80 % at α; (a) over seeds, (b) "
+        "with the test smears (the bootstrap's SE, itself an over-estimate). Last column: of the inconclusive "
+        "verdicts, how many TOST could have turned into equivalence with ≥ 80 % power (at α, true Δ = 0); where "
+        "it could not, *inconclusive* is what the design could give, not evidence of a difference."
     )
 
 

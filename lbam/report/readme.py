@@ -16,7 +16,7 @@ from lbam.report.bridge import figure_path as bridge_figure
 from lbam.report.bridge import section as bridge_section
 from lbam.report.declared import commands
 from lbam.report.evidence import DIRECTION_CAPTION, changed_count, direction_table, power_caption, power_table
-from lbam.report.figures import figure_paths
+from lbam.report.figures import figure_paths, n_by_size
 from lbam.report.forest import forest_path
 from lbam.report.load import load_summary, speed_cell, speeds
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
@@ -118,8 +118,12 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
     # loaded, else marked with the load it was measured under (lbam.report.load).
     speed = {setting: speed_cell(*speeds(rows, "median")) for setting, rows in g.groupby("setting")}
     acc.loc["train img/s"] = [speed.get(c, DASH) for c in acc.columns]
-    seeds = "/".join(map(str, sorted(set(s["n"]))))
-    text = f"Test balanced accuracy (%), mean ± sample std over {seeds} seed(s)"
+    if curve and s["x"].nunique() > 1:  # 'over 60 seeds at 25, 25 at 100, 7 at 400 and 4001 training crops'
+        per = n_by_size(s.groupby("x", sort=False)["n"].min()).removeprefix("n = ")
+        seeds = per.replace(" at ", " seeds at ", 1) + " training crops"
+    else:
+        seeds = "/".join(map(str, sorted(set(s["n"])))) + " seed(s)"
+    text = f"Test balanced accuracy (%), mean ± sample std over {seeds}"
     if curve:
         text += ", by training-set size (the seed draws the subsample and the initialisation; one test split)"
     if s["failed"].sum():
@@ -139,7 +143,7 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
         notes = [ceiling_summary(p, first)] + ([sensitivity_line(p, q, len(drop))] if drop else [])
         if p["n"].max() < MIN_SEEDS:  # no test can run: one sentence instead of a table of inconclusives
             few = f"Paired tests need ≥ {MIN_SEEDS} seeds ({p['n'].max()} here): no verdict."
-            return [*out, " ".join([few, *notes])]
+            return [*out, " ".join([few, notes[0]])]  # the ceiling; no verdict, so no sensitivity count
         # In the README the main LBAM setting's family and every module vs none; all families in the full tables.
         shown = p[(p["family"] == VS_NONE) | ~p["setting"].str.contains("(", regex=False)]
         if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
