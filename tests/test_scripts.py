@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from estimate import train_steps  # noqa: E402
+from estimate import Probe, jobs_for, probe, train_steps  # noqa: E402
+from pool import describe_units, units  # noqa: E402
 from sweep_plan import PlanError, describe, expand, plan  # noqa: E402
 
 from lbam.config import compose  # noqa: E402
@@ -97,7 +99,7 @@ def test_train_steps_follow_the_config():
     ("args", "message"),
     [
         (["--experiments", "nope"], "unknown experiment 'nope'; valid: embodiment1,"),
-        (["--jobs", "0"], "--jobs must be an integer >= 1"),
+        (["--jobs", "0"], "--jobs must be auto or an integer >= 1"),
         (["--experiments", "embodiment1_quick", "--", "seed=[1"], "cannot parse the overrides"),
     ],
 )
@@ -118,24 +120,59 @@ def test_plan_skips_an_experiment_whose_dataset_is_missing_and_says_how_to_get_i
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_then_rerun_skips_them_and_a_failure_exits_1(tmp_path, data_cache):
+def test_one_pool_runs_every_setting_first_runs_first_then_rerun_skips_and_a_failure_exits_1(
+    tmp_path, data_cache
+):
+    """Two settings (the declared LBAM residual=false and none) x 2 seeds, 2 at once, compiled (aot_eager: the
+    ordering, not inductor): one pool; each model's seed 1 starts after its seed 0 has ended (inductor's cache)."""
     base = [*REPRODUCE, "--experiments", "embodiment1_quick", "--jobs", "2", "--no-estimate", "--no-report"]
-    overrides = ["--", *tiny(tmp_path, data_cache), "attention=none,eca", "sweeps.settings=[]"]
-    first = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=600)
+    compiled = ["model.compile=true", "model.compile_backend=aot_eager"]
+    overrides = [
+        "--",
+        *tiny(tmp_path, data_cache),
+        "hydra.sweeper.params.attention=none",
+        "seed=0,1",
+        *compiled,
+    ]
+    first = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "2 runs (attention none,eca): 0 finished here, 2 to run" in first.stdout
-    assert "hydra/launcher=parallel hydra.launcher.n_jobs=2" in first.stdout
-    assert "2 jobs" in first.stdout + first.stderr  # Hydra's joblib launcher ran them
+    assert "total: 4 runs, 0 finished here, 4 to run" in first.stdout
+    assert "jobs: 2 at once (--jobs / JOBS)" in first.stdout
+    assert (
+        "pool: 4 runs in 4 processes of 1 run(s), 2 at once; the first run of each of 2 models first"
+        in first.stdout
+    )
+    events = [x for x in first.stdout.splitlines() if x.startswith("[reproduce] ")]
     p = plan("embodiment1_quick", overrides[1:], check_data=False)
+    assert {j.attention for j in p.jobs} == {"none", "lbam"} and len(p.jobs) == 4
     for job in p.jobs:
         row = json.loads(p.row_file(job).read_text())
         assert row["status"] == "ok" and row["attention"] == job.attention and row["run_name"] == job.name
         assert row["concurrent_jobs"] == 2  # its images/s was shared with the other run
+        assert row["compiles"] == 1  # training's graph only: evaluation is eager
+        if job.seed == 1:  # started after the first run of its model had ended
+            (leader,) = [j for j in p.jobs if j.seed == 0 and j.attention == job.attention]
+            done = next(
+                i for i, x in enumerate(events) if x.startswith("[reproduce] done") and leader.name in x
+            )
+            start = next(
+                i
+                for i, x in enumerate(events)
+                if x.endswith(" seed=1") and f"attention={job.attention} " in x
+            )
+            assert done < start, events
+    assert sum(x.startswith("[reproduce] -m lbam.train") for x in events[:2]) == 2  # both first runs at once
     again = subprocess.run([*base, *overrides], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "2 finished here, 0 to run" in again.stdout
-    assert "[reproduce] -m lbam.train" not in again.stdout  # nothing left: no multirun started
+    assert again.returncode == 0 and "4 finished here, 0 to run" in again.stdout
+    assert "[reproduce] -m lbam.train" not in again.stdout  # nothing left: no process started
     # trainer.max_epochs=0 is a config error: that run writes no row, and the command says so and fails
-    failing = [*overrides[:-2], "attention=none", "trainer.max_epochs=0", "sweeps.settings=[]"]
+    failing = [
+        "--",
+        *tiny(tmp_path, data_cache),
+        "attention=none",
+        "trainer.max_epochs=0",
+        "sweeps.settings=[]",
+    ]
     bad = subprocess.run([*base, *failing], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "1 run(s) did not finish" in bad.stderr
     assert "no row written" in bad.stderr
@@ -253,3 +290,67 @@ def test_gpu_checks_step_speeds_flag_a_model_whose_loss_went_non_finite(monkeypa
     assert by["cnn4 cbam eager"]["result"] == "non-finite loss" and not by["cnn4 cbam eager"]["ok"]
     assert by["cnn4 none eager"]["result"].endswith("img/s") and by["cnn4 none eager"]["ok"]
     assert t.failed
+
+
+def _paths(out: Path) -> list[str]:
+    return [f"paths.results_dir={out}/results", f"paths.experiments_dir={out}/experiments"]
+
+
+def test_a_gpu_protocol_is_one_pool_with_each_models_first_run_first(tmp_path):
+    p = plan("embodiment1", _paths(tmp_path), check_data=False)
+    pool = units(p, 9, compiled=True)
+    assert [len(u.jobs) for u in pool] == [1] * 21  # a process a run: no slot waits on a long last unit
+    assert sorted(j.name for u in pool for j in u.jobs) == sorted(j.name for j in p.jobs)  # every setting
+    firsts = pool[:7]
+    assert all(u.first for u in firsts) and not any(u.first for u in pool[7:])
+    assert [(u.jobs[0].attention, u.jobs[0].seed) for u in firsts] == [
+        (a, 0) for a in ("none", "se", "cbam", "bam", "eca", "lbam", "lbam")
+    ]  # the last is LBAM residual=false, the declared setting
+    assert {u.model for u in pool[7:]} == {u.model for u in firsts}  # each waits for its model's first run
+    assert "the first run of each of 7 models first" in describe_units(pool, 9, compiled=True)
+    declared = units(
+        p, 1, compiled=True
+    )  # one at a time: the declared multiruns, each model's seeds in a row
+    assert [len(u.jobs) for u in declared] == [18, 3] and [u.overrides for u in declared] == [
+        m.overrides for m in p.multiruns
+    ]
+
+
+def test_a_cpu_pool_chunks_seeds_longest_first(tmp_path):
+    p = plan("embodiment1_curve", _paths(tmp_path), check_data=False)
+    pool = units(p, 2, compiled=False)
+    sizes = [len(u.jobs) for u in pool]
+    assert sum(sizes) == 693 and sizes == sorted(sizes, reverse=True) and all(u.first for u in pool)
+    assert (
+        sizes[:7] == [60] * 7 and len(pool) == 28
+    )  # one process per model (setting x size): 60, 25 or 7 seeds
+    assert all(len({j.attention for j in u.jobs}) == 1 for u in pool)
+    assert units(p, 2, compiled=False)[0].overrides[-1] == "seed=" + ",".join(map(str, range(60)))
+
+
+def test_jobs_auto_is_one_on_the_cpu_and_what_fits_on_a_gpu():
+    gib = 2**30
+    assert jobs_for(None, 21)[0] == 1
+    cpu = Probe(device="cpu", gpu=False, seconds=1.0, models=1, runs=21, load=0.0)
+    assert jobs_for(cpu, 21, cores=16)[0] == 1
+    vgg = Probe(
+        "H100", True, None, 7, 21, None, need_bytes=6 * gib, need_model="vgg16+cbam", free_bytes=80 * gib
+    )
+    n, why = jobs_for(vgg, 21, cores=16)
+    assert n == 12 and "vgg16+cbam" in why  # 80 x 0.9 / 6
+    cnn4 = Probe(
+        "H100", True, None, 7, 21, None, need_bytes=2 * gib, need_model="cnn4+lbam", free_bytes=80 * gib
+    )
+    assert jobs_for(cnn4, 21, cores=16)[0] == 14  # 36 fit; each run drives the GPU from a core: 16 - 2
+    assert jobs_for(cnn4, 3, cores=16)[0] == 3  # no more than the runs left
+    assert jobs_for(replace(vgg, free_bytes=gib), 21, cores=16)[0] == 1  # at least one
+
+
+@pytest.mark.slow
+def test_the_estimate_probes_in_a_child_process(tmp_path, data_cache):
+    overrides = [*tiny(tmp_path, data_cache), "attention=none", "sweeps.settings=[]"]
+    p = plan("embodiment1_quick", overrides, check_data=False)
+    measured = probe(p, p.remaining())
+    assert measured.runs == 1 and measured.models == 1 and not measured.gpu and measured.seconds > 0
+    assert "estimate ~" in measured.line() and "summed over 1 runs" in measured.line()
+    assert probe(p, p.remaining(), time_it=False) is None  # nothing to learn on the CPU without a time
