@@ -150,7 +150,7 @@ def jobs_for(probe: Probe | None, runs: int, cores: int | None = None) -> tuple[
     if probe is None or not probe.gpu:
         return (
             1,
-            "auto on the CPU: one run at a time, all cores to it (JOBS=N: N at once, cores // N threads each)",
+            "auto on the CPU: one run at a time with every core; JOBS=N: N at once, cores // N threads each",
         )
     fit = max(1, int(probe.free_bytes * FREE_SHARE // max(probe.need_bytes, 1)))
     n = max(1, min(fit, cores - 2, runs))

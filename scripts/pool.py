@@ -102,23 +102,31 @@ def pool_env(slots: int) -> dict[str, str]:
     return env
 
 
-def run_units(us: list[Unit], slots: int, say=print, poll_s: float = 0.2) -> list[tuple[Unit, int]]:
-    """Run the units, ``slots`` at once; (unit, exit status) in the order they ended. Stopped (Ctrl-C), it stops
-    the processes it started (SIGTERM: a run saves its checkpoint and ends) and waits for them."""
+def _ready(waiting: list[Unit], exited: set[tuple[str, ...]]) -> Unit | None:
+    """The next unit that may start: a first run, or a run whose model's first unit has ended."""
+    return next((u for u in waiting if u.first or u.model in exited), None)
+
+
+def run_units(
+    us: list[Unit], slots: int, say=print, poll_s: float = 0.2, deadline: float | None = None
+) -> list[tuple[Unit, int, float]]:
+    """Run the units, ``slots`` at once; (unit, exit status) in the order they ended. Stopped (Ctrl-C, or at
+    ``deadline`` on time.monotonic's clock), it stops the processes it started (SIGTERM: a run saves its
+    checkpoint and ends) and waits for them; the units not ended are not in the list. Each with its seconds."""
     env, waiting, running, ended = pool_env(slots), list(us), {}, []
     exited: set[tuple[str, ...]] = set()  # models whose first unit has ended
     try:
-        while waiting or running:
+        while (waiting or running) and (deadline is None or time.monotonic() < deadline):
             for proc in [proc for proc in running if proc.poll() is not None]:
                 unit, start = running.pop(proc)
                 exited |= {unit.model} if unit.first else set()
-                ended.append((unit, proc.returncode))
+                ended.append((unit, proc.returncode, time.monotonic() - start))
                 status = (
                     "" if proc.returncode == 0 else f", exit {proc.returncode}: its runs are checked below"
                 )
                 say(f"[reproduce] done in {time.monotonic() - start:.0f} s{status}: {_names(unit)}")
             while len(running) < slots:
-                ready = next((u for u in waiting if u.first or u.model in exited), None)
+                ready = _ready(waiting, exited)
                 if ready is None:
                     break
                 waiting.remove(ready)
@@ -132,6 +140,20 @@ def run_units(us: list[Unit], slots: int, say=print, poll_s: float = 0.2) -> lis
         for proc in running:
             proc.wait()
     return ended
+
+
+def simulate(us: list[Unit], slots: int, seconds) -> float:
+    """The wall seconds of ``run_units(us, slots)`` if each unit took ``seconds(unit)``: the same order and the
+    same waits (a projection from measured run times)."""
+    now, waiting, running, exited = 0.0, list(us), [], set()
+    while waiting or running:
+        while len(running) < slots and (ready := _ready(waiting, exited)) is not None:
+            waiting.remove(ready)
+            running.append((now + seconds(ready), ready))
+        running.sort(key=lambda r: r[0])
+        now, unit = running.pop(0)
+        exited |= {unit.model} if unit.first else set()
+    return now
 
 
 def _names(unit: Unit) -> str:

@@ -1,6 +1,6 @@
 """scripts/: reproduce.py's plan (the declared sweeps expanded as Hydra does, named as the runner names them,
-finished runs counted), its failures and bad inputs, several runs at once through the joblib launcher, and the
-gpu check on the CPU."""
+finished runs counted), its failures and bad inputs, its pool (every setting, the first run of each model first,
+jobs per experiment) and the estimate's probe in a child process. The device check: tests/test_device_check.py."""
 
 import json
 import os
@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -176,120 +175,6 @@ def test_one_pool_runs_every_setting_first_runs_first_then_rerun_skips_and_a_fai
     bad = subprocess.run([*base, *failing], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "1 run(s) did not finish" in bad.stderr
     assert "no row written" in bad.stderr
-
-
-@pytest.mark.slow
-def test_gpu_check_on_the_cpu_writes_its_table_under_out(tmp_path):
-    """`make gpu-check DEVICE=cpu` runs this script: every stage, at tiny sizes (several minutes on 2 cores)."""
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cpu", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
-    rows = json.loads((out / "gpu_check.json").read_text())
-    assert proc.returncode == 0, [r for r in rows if not r["ok"]] or proc.stderr[-3000:]
-    by = {(r["stage"], r["item"]): r["result"] for r in rows}
-    assert by[("env", "CUDA / driver / bf16 native")] == "none"
-    assert float(by[("train", "test balanced accuracy")].rstrip(" %")) > 0
-    steps = {item for stage, item in by if stage == "steps" and item != "stage time"}
-    assert steps == {
-        f"{b} {a} eager" for b in ("cnn4", "vgg16") for a in ("none", "se", "cbam", "bam", "eca", "lbam")
-    }
-    assert by[("ddp", "2 x cpu ddp_spawn")] == "ok"
-    assert (out / "gpu_check.md").read_text() in proc.stdout
-    assert "Traceback" not in proc.stderr
-    assert list((out / "results" / "runs" / "embodiment1").glob("lbam__*.json"))  # the rows stay under OUT
-
-
-def test_gpu_check_reports_each_failing_stage_as_a_line_and_exits_1(tmp_path):
-    """Asked for CUDA on a machine without it: each stage fails (or is skipped) on its own line, none stops the
-    others, and nothing is written outside OUT."""
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cuda", "--out", str(out)]
-    proc = subprocess.run(
-        [*cmd, "--stages", "env,steps,ddp", "--attentions", "none,lbam"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    rows = json.loads((out / "gpu_check.json").read_text())
-    failed = {(r["stage"], r["item"]) for r in rows if not r["ok"]}
-    assert ("env", "stage") in failed and {
-        ("steps", "cnn4 lbam compiled"),
-        ("steps", "vgg16 none eager"),
-    } <= failed
-    assert next(r["result"] for r in rows if r["stage"] == "ddp") == "skipped"
-    assert "Traceback" not in proc.stdout + proc.stderr
-    bad = subprocess.run([*cmd, "--attentions", "lbam,foo"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip() == (
-        "gpu_check.py: unknown --attentions ['foo']; valid: none,se,cbam,bam,eca,lbam"
-    )
-
-
-def test_gpu_checks_train_stage_uses_the_runners_precision_and_never_downloads(tmp_path, monkeypatch):
-    """On the GPU no precision is forced (the runner's rule: bf16 where native, else fp16 with a scaler); a
-    machine without the real BCCD trains the synthetic twin and says so, rather than download outside OUT."""
-    import gpu_check
-
-    from lbam.config import compose
-
-    paths = [f"paths.results_dir={tmp_path}/r", f"paths.experiments_dir={tmp_path}/e"]
-    monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "nothing"))
-    overrides, note = gpu_check.train_overrides("cuda", paths)
-    assert not any(o.startswith("trainer.precision") for o in overrides)
-    assert "dataset=synthetic_bccd" in overrides and str(tmp_path / "nothing") in note
-    assert compose(overrides).dataset.download is False
-    (tmp_path / "real" / "BCCD" / "Annotations").mkdir(parents=True)
-    monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "real"))
-    overrides, note = gpu_check.train_overrides("cuda", paths)
-    assert note is None and not any(o.startswith("dataset=") for o in overrides)
-
-
-def test_gpu_check_keeps_the_stages_it_finished_when_stopped_part_way(tmp_path, monkeypatch):
-    """A check stopped mid-stage (a lease running out, Ctrl-C) still leaves the table of the stages before it."""
-    import tempfile
-
-    import gpu_check
-
-    for var in ("LBAM_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TMPDIR"):
-        monkeypatch.setenv(var, os.environ.get(var, ""))  # main() points them under OUT: restored afterwards
-    monkeypatch.setattr(tempfile, "tempdir", tempfile.tempdir)
-
-    def stopped(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(gpu_check, "stage_train", stopped)
-    out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        gpu_check.main(["--device", "cpu", "--out", str(out), "--stages", "env,train"])
-    rows = json.loads((out / "gpu_check.json").read_text())
-    assert {r["stage"] for r in rows} == {"env"} and ("env", "stage time") in {
-        (r["stage"], r["item"]) for r in rows
-    }
-    assert "| env | torch |" in (out / "gpu_check.md").read_text()
-
-
-def test_gpu_checks_step_speeds_flag_a_model_whose_loss_went_non_finite(monkeypatch):
-    """A step that trains to NaN (as compiled bf16 CBAM once did on an H200) is a failed line, not a speed."""
-    import gpu_check
-
-    import lbam.bench.step
-
-    def fake_make_step(attention, *args, **kwargs):
-        value = float("nan") if attention == "cbam" else 1.0
-        return (lambda: torch.tensor(value)), 0.0
-
-    monkeypatch.setattr(lbam.bench.step, "make_step", fake_make_step)
-    t = gpu_check.Table()
-    gpu_check.stage_steps(t, "cpu", ("none", "cbam"))
-    by = {r["item"]: r for r in t.rows}
-    assert set(by) == {
-        f"{b} {a} eager" for b in ("cnn4", "vgg16") for a in ("none", "cbam")
-    }  # the ones asked
-    assert by["cnn4 cbam eager"]["result"] == "non-finite loss" and not by["cnn4 cbam eager"]["ok"]
-    assert by["cnn4 none eager"]["result"].endswith("img/s") and by["cnn4 none eager"]["ok"]
-    assert t.failed
 
 
 def _paths(out: Path) -> list[str]:
