@@ -301,8 +301,8 @@ def test_a_sweep_with_a_failed_run_exits_non_zero_and_lists_it(tmp_path, data_ca
 
 def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache):
     # Graphs, guards and the recompile limit are dynamo's, whatever the backend: aot_eager keeps them and skips
-    # inductor's C++ code generation (minutes per run on 2 cold cores). Inductor runs end to end in the gpu-check
-    # test; results/bench/compiled_sweep.md is this sweep with inductor. All six attentions: without the per-run
+    # inductor's C++ code generation (minutes per run on 2 cold cores). Inductor runs end to end in the test
+    # below; results/bench/compiled_sweep.md is this sweep with inductor. All six attentions: without the per-run
     # reset the sweep meets dynamo's recompile limit at the fifth (three attentions never would).
     overrides = tiny(
         tmp_path,
@@ -325,6 +325,14 @@ def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache
         (r.attention, r.epochs, r.compile_seconds) for r in rows
     ]
     assert "recompile_limit" not in proc.stderr and "cache_size_limit" not in proc.stderr
+
+
+def test_an_inductor_compiled_run_compiles_its_training_graph_only(tmp_path, data_cache):
+    """The runner's compile path with inductor itself (the sweep above uses aot_eager): evaluation runs the same
+    weights eagerly, so the row counts one graph (two before: 15-20 s more for a tiny run on this CPU)."""
+    row = run(tiny(tmp_path, data_cache, "attention=none", "model.compile=true"))
+    assert row["status"] == "ok" and row["compiled"] is True
+    assert row["compiles"] == 1 and not row["recompile_limit_hit"] and row["compile_seconds"] > 0
 
 
 class CheckpointSeen(pl.Callback):

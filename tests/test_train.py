@@ -280,7 +280,7 @@ def test_two_processes_start_the_same_run_one_trains(tmp_path, data_cache):
 
 @pytest.mark.slow
 def test_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, data_cache):
-    # aot_eager: the checkpoint keys come from nn.Module.compile, not from the backend (inductor: gpu-check test).
+    # aot_eager: the checkpoint keys come from nn.Module.compile, not from the backend (inductor: tests/test_runner.py).
     overrides = [
         "attention=lbam",
         "model.compile=true",
