@@ -86,7 +86,9 @@ def stage_e2(c) -> None:
     units = [Unit([*j.overrides], [j], j.overrides, True) for j in first]
     with PeakMemory(c.cuda) as memory:
         t0 = time.monotonic()
-        ended = run_units(units, jobs, say=lambda _: None, deadline=c.deadline - 10)
+        ended = run_units(
+            units, jobs, say=lambda _: None, deadline=c.deadline - 10, log=c.out / "e2_jobs.log"
+        )
         wall = time.monotonic() - t0
     seconds = {u.jobs[0].name: s for u, _, s in ended}  # each run's process, start to exit
     rows = [load_row(p.row_file(j)).to_dict() for j in first if p.row_file(j).is_file()]

@@ -108,12 +108,19 @@ def _ready(waiting: list[Unit], exited: set[tuple[str, ...]]) -> Unit | None:
 
 
 def run_units(
-    us: list[Unit], slots: int, say=print, poll_s: float = 0.2, deadline: float | None = None
+    us: list[Unit],
+    slots: int,
+    say=print,
+    poll_s: float = 0.2,
+    deadline: float | None = None,
+    log: Path | None = None,
 ) -> list[tuple[Unit, int, float]]:
-    """Run the units, ``slots`` at once; (unit, exit status) in the order they ended. Stopped (Ctrl-C, or at
-    ``deadline`` on time.monotonic's clock), it stops the processes it started (SIGTERM: a run saves its
-    checkpoint and ends) and waits for them; the units not ended are not in the list. Each with its seconds."""
+    """Run the units, ``slots`` at once; (unit, exit status, seconds) in the order they ended. Their output goes
+    to this process's, or to the file ``log``. Stopped (Ctrl-C, or at ``deadline`` on time.monotonic's clock), it
+    stops the processes it started (SIGTERM: a run saves its checkpoint and ends) and waits for them; the units
+    not ended are not in the list."""
     env, waiting, running, ended = pool_env(slots), list(us), {}, []
+    output = open(log, "a") if log else None  # closed below, after the processes
     exited: set[tuple[str, ...]] = set()  # models whose first unit has ended
     try:
         while (waiting or running) and (deadline is None or time.monotonic() < deadline):
@@ -132,13 +139,16 @@ def run_units(
                 waiting.remove(ready)
                 cmd = [sys.executable, "-m", "lbam.train", "-m", *ready.overrides]
                 say("[reproduce] " + " ".join(cmd[1:]))
-                running[subprocess.Popen(cmd, cwd=ROOT, env=env)] = (ready, time.monotonic())
+                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=output, stderr=output)
+                running[proc] = (ready, time.monotonic())
             time.sleep(poll_s)
     finally:
         for proc in running:
             proc.terminate()
         for proc in running:
             proc.wait()
+        if output:
+            output.close()
     return ended
 
 
