@@ -26,7 +26,7 @@ OUT ?=
 DEVICE ?=
 # make device-check runs on a fresh GPU machine that may have no package index: with this checkout's .venv where
 # there is one, else the machine's python3 and its own torch, plus what its image lacks, installed from the
-# wheels that `make wheels` put in .whl/ beforehand (git-ignored; pure-Python, about 0.3 MB).
+# wheels that `make wheels` put in .whl/ beforehand (git-ignored; four pure-Python wheels, 0.4 MB).
 DEVICE_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
 

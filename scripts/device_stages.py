@@ -53,14 +53,16 @@ def stage_e2(c) -> None:
     base = ["experiment=embodiment2", "dataset=synthetic_pets", f"dataset.root={twin}", *sizes]
     base += ["trainer.max_epochs=2", *c.paths("e2")]
     c.table.add("e2", "twin", f"{6 * per_breed} images", f"written in {time.monotonic() - start:.0f} s")
-    one = [*base, "attention=lbam", "seed=0"]
+    # LBAM alone at seed 1: the wave below starts with the seed-0 runs, and its LBAM finds this run's kernels in
+    # inductor's cache (the reuse that the pool's order is for).
+    one = [*base, "attention=lbam", "seed=1"]
     with PeakMemory(c.cuda) as memory:
         cmd = [sys.executable, "-m", "lbam.train", *one]
         code, wall = run_logged(cmd, c.out / "e2_one.log", c.left() - 10, ROOT)
     from lbam.config import compose, run_name
 
     cfg = compose(one)
-    row_file = row_path(cfg.paths.results_dir, cfg.experiment_name, run_name("lbam", one, 0))
+    row_file = row_path(cfg.paths.results_dir, cfg.experiment_name, run_name("lbam", one, 1))
     if code != 0 or not row_file.is_file():
         c.table.add(
             "e2", "1 job: lbam", "FAILED" if code else "stopped at the budget", "see e2_one.log", ok=False
@@ -80,9 +82,8 @@ def stage_e2(c) -> None:
 
         jobs, why = jobs_for(probe(p, p.jobs, time_it=False), len(p.jobs))
         c.table.add("e2", "jobs (auto)", str(jobs), why)
-    first = sorted(p.jobs, key=lambda j: j.seed)[
-        :jobs
-    ]  # seed 0 of every setting first, as the pool starts them
+    # Seed 0 of every setting first, as the pool starts them (not the run above: it finished here).
+    first = [j for j in sorted(p.jobs, key=lambda j: j.seed) if not p.finished(j)][:jobs]
     units = [Unit([*j.overrides], [j], j.overrides, True) for j in first]
     with PeakMemory(c.cuda) as memory:
         t0 = time.monotonic()
@@ -102,7 +103,7 @@ def stage_e2(c) -> None:
     for r in ok:  # per attention: what the projection scales to 30 epochs
         name = r["run_name"].split("__seed")[0]
         c.table.add("e2", f"  {name} seed {r['seed']}", f"{r['images_per_second']:,.0f} img/s",
-                    f"{_compiled(r)}, train {r['train_seconds']:.0f} s, process {r['process_seconds']:.0f} s")  # fmt: skip
+                    f"{_compiled(r)}, train {r['train_seconds']:.0f} s, process {_span([r['process_seconds']])} s")  # fmt: skip
     if c.cuda:
         c.table.add(
             "e2", "target: >= 3,000 img/s summed", "met" if summed >= 3000 else "missed", f"{jobs} jobs"
