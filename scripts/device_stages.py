@@ -101,7 +101,7 @@ def stage_e2(c) -> None:
         len(ok) == jobs == len(ended),
     )  # fmt: skip
     for r in ok:  # per attention: what the projection scales to 30 epochs
-        name = r["run_name"].split("__seed")[0]
+        name = r["attention"] + (" residual=false" if r["attention_kwargs"].get("residual") is False else "")
         c.table.add("e2", f"  {name} seed {r['seed']}", f"{r['images_per_second']:,.0f} img/s",
                     f"{_compiled(r)}, train {r['train_seconds']:.0f} s, process {_span([r['process_seconds']])} s")  # fmt: skip
     if c.cuda:
