@@ -15,8 +15,9 @@ STAMP := $(VENV)/.installed
 # the command-line tools and the tests.
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-k attention"
 PYTEST_ARGS ?=
-# Runs at once in make quick / curve / reproduce (Hydra's joblib launcher); 1 = one after the other.
-JOBS ?= 1
+# Runs at once in make quick / curve / reproduce, per experiment (scripts/pool.py): auto = 1 on the CPU, on a GPU
+# as many as its free memory holds at the largest model's probed peak (the plan prints the number); N = N.
+JOBS ?= auto
 # make train ARGS="experiment=embodiment1_quick attention=lbam": the overrides of one training run.
 ARGS ?=
 # Runs and the report write to results/local/ (yours, git-ignored) and never change a tracked file; make plots
@@ -24,13 +25,19 @@ ARGS ?=
 # results/runs, and make plots regenerates results/tables, results/figures and the README block.
 REFERENCE ?=
 REF := $(if $(filter 1,$(REFERENCE)),--reference)
-# make gpu-check OUT=/tmp/x DEVICE=cpu: where it writes (default: a fresh temp folder) and on what (default: cuda
-# when present).
+# make device-check OUT=/tmp/x DEVICE=cpu: where it writes (default: a fresh temp folder) and on what (default:
+# cuda; without a GPU it fails in one line unless DEVICE=cpu).
 OUT ?=
 DEVICE ?=
+# make device-check runs on a fresh GPU machine that may have no package index: with this checkout's .venv where
+# there is one, else the machine's python3 and its own torch, plus what its image lacks, installed from the
+# wheels that `make wheels` put in .whl/ beforehand (git-ignored; four pure-Python wheels, 0.4 MB).
+DEVICE_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format test data train quick curve reproduce plots report bench gpu-check clean
+.PHONY: help venv lint format test data train quick curve reproduce plots report bench wheels device-check \
+	gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,7 +83,7 @@ quick: $(STAMP) ## Both embodiments, quick CPU profile, seed 0 (8.5 min of runs 
 curve: $(STAMP) ## Embodiment 1 learning curve, real BCCD, 693 CPU runs (2.85 h at JOBS=2), then the report
 	$(PY) scripts/reproduce.py --profile curve --jobs $(JOBS) $(REF)
 
-reproduce: $(STAMP) ## Full protocol: embodiments 1+2 x 7 settings x 3 seeds, then the report (JOBS=N)
+reproduce: $(STAMP) ## Full protocol: embodiments 1+2 x 7 settings x 3 seeds, then the report (JOBS=auto or N)
 	$(PY) scripts/reproduce.py --profile full --jobs $(JOBS) $(REF)
 
 plots: $(STAMP) ## Your runs (results/local) beside the reference; REFERENCE=1: the committed tables and figures
@@ -87,8 +94,20 @@ report: plots ## Same as plots
 bench: $(STAMP) ## Module-cost and pipeline-efficiency benchmarks -> results/bench/
 	$(PY) -m lbam.bench
 
-gpu-check: $(STAMP) ## Check a GPU in <= 8 min: versions, an embodiment-1 run, step speeds, DDP (OUT=, DEVICE=cpu)
-	$(PY) scripts/gpu_check.py $(if $(OUT),--out $(OUT)) $(if $(DEVICE),--device $(DEVICE))
+wheels: $(STAMP) ## Fill .whl/ with the wheels a GPU image lacks (hydra, omegaconf), for make device-check there
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip wheel -q --no-deps -w .whl $(shell $(PY) -c 'import importlib.metadata as m; \
+	  print(" ".join(f"{n}=={m.version(n)}" for n in "$(WHEELS)".split()))')
+	@ls .whl
+
+device-check: ## Check a fresh GPU in <= 9 min, no index needed (make wheels first): E2, E1, projection, steps
+	@$(DEVICE_PY) -c 'import hydra, omegaconf' 2>/dev/null || ls .whl/*.whl >/dev/null 2>&1 || { echo \
+	  "make device-check: $(DEVICE_PY) lacks hydra-core and .whl/ has no wheels: run make wheels where pip reaches an index, then bring .whl/ along"; exit 2; }
+	@$(DEVICE_PY) -c 'import hydra, omegaconf' 2>/dev/null || $(DEVICE_PY) -m pip install -q --no-index --no-deps \
+	  --no-compile --upgrade --target .whl/site .whl/*.whl
+	@PYTHONPATH=$(CURDIR)/.whl/site$${PYTHONPATH:+:$$PYTHONPATH} $(DEVICE_PY) scripts/device_check.py $(if $(OUT),--out $(OUT)) $(if $(DEVICE),--device $(DEVICE))
+
+gpu-check: device-check ## Same as device-check (its former name)
 
 clean: ## Remove caches (keeps .venv, data and results)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -22,18 +22,34 @@ def fresh_compile_state() -> None:
     torch.compiler.reset()
 
 
+# torch.compile's modes (inductor only); "reduce-overhead" replays the step as CUDA graphs (one launch instead of
+# hundreds: the cnn4 step is launch-bound on a GPU). Off by default until a GPU measures it faster
+# (`make device-check`'s step table).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 class CompileCounter:
     """A `torch.compile` backend that counts the graphs it compiles and delegates them to ``inner`` (inductor by
-    default): the composable-backend pattern of PyTorch's custom-backends guide."""
+    default): the composable-backend pattern of PyTorch's custom-backends guide. ``mode`` is torch.compile's: a
+    custom backend does not get it from torch.compile, so it is handed to inductor as the options that
+    `torch.compile(mode=...)` sets (`torch._inductor.list_mode_options`, the table torch.compile's doc points to).
+    """
 
-    def __init__(self, inner: str = "inductor"):
-        self.inner, self.compiles = inner, 0
+    def __init__(self, inner: str = "inductor", mode: str = "default"):
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+        if mode != "default" and inner != "inductor":
+            raise ValueError(f"compile mode {mode!r} needs the inductor backend, not {inner!r}")
+        self.inner, self.mode, self.compiles = inner, mode, 0
 
     def backend(self, gm: torch.fx.GraphModule, example_inputs):
         self.compiles += 1
         from torch._dynamo import lookup_backend  # documented entry for composing backends
 
-        return lookup_backend(self.inner)(gm, example_inputs)
+        if self.mode == "default":
+            return lookup_backend(self.inner)(gm, example_inputs)
+        options = torch._inductor.list_mode_options(self.mode)
+        return lookup_backend(self.inner)(gm, example_inputs, config_patches=options)
 
 
 class RecompileWatch(logging.Handler):

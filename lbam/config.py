@@ -14,6 +14,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from lbam.compile import COMPILE_MODES
 from lbam.paths import CONFIG_DIR  # also registers the path resolvers the configs use
 from lbam.results import PROFILES
 
@@ -25,7 +26,7 @@ _NOISE_DOTTED = {
     "trainer.accelerator", "trainer.strategy", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
     "trainer.enable_checkpointing", "trainer.benchmark", "dataset.num_workers", "dataset.pin_memory",
     "dataset.on_device", "dataset.root", "dataset.cache_dir", "dataset.download", "model.compile",
-    "model.channels_last", "model.check_every", "model.compile_backend",
+    "model.channels_last", "model.check_every", "model.compile_backend", "model.compile_mode",
     # The world size names a run through world_overrides (devices x nodes change the global batch), whatever
     # way it was set (trainer=ddp, trainer.devices=4): the typed values are replaced by its canonical tokens.
     "trainer.devices", "trainer.num_nodes",
@@ -120,6 +121,7 @@ _CHOICES = {
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
     "model.compile": ("auto", True, False),
     "model.channels_last": ("auto", True, False),
+    "model.compile_mode": COMPILE_MODES,
     "scheduler.interval": (None, "epoch", "step"),
 }
 _RULES = {  # key: (what it must be, test)

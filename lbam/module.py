@@ -47,6 +47,7 @@ class LitClassifier(pl.LightningModule):
         channels_last: bool = False,
         check_every: int = 50,
         compile_backend: str = "inductor",
+        compile_mode: str = "default",
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the runner logs the run's overrides as hparams instead
@@ -62,7 +63,7 @@ class LitClassifier(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(n, average="micro", validate_args=False)
         self.history: list[dict] = []
         self.identity: dict = {}  # set by the runner; saved in and checked against checkpoints
-        self.compiler = CompileCounter(compile_backend)
+        self.compiler = CompileCounter(compile_backend, compile_mode)
         self.test_metrics: dict | None = None
         self.test_predictions: list[tuple[int, int]] = []  # (target, pred) in test-loader order
         self._epoch = {"start": 0.0, "images": 0, "val_acc": None}
@@ -167,16 +168,20 @@ class LitClassifier(pl.LightningModule):
 
         report_epoch(self.trainer, self.history)
 
-    # --- evaluation: a ragged last batch is padded to the batch size, so a compiled model sees one shape ---------
+    # --- evaluation: eager, also in a compiled run -------------------------------------------------------------
+    # Evaluation is a different graph (eval-mode batch norm, no backward): compiled, it cost every run a second
+    # compile (10-35 s on a GPU) to evaluate ~900 images once. `force_eager` runs the same weights uncompiled, so
+    # a compiled run compiles its training graph only (the row's `compiles`). A ragged last batch is still padded
+    # to the batch size (eval-mode BN: rows are independent), as when evaluation was compiled: the predictions of
+    # earlier rows stay reproducible to the bit.
 
     def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
         self._eval_batch = max(self._eval_batch, n)
         if n < self._eval_batch:
-            x = torch.cat(
-                [x, x.new_zeros((self._eval_batch - n, *x.shape[1:]))]
-            )  # eval-mode BN: rows independent
-        return self(x)[:n]
+            x = torch.cat([x, x.new_zeros((self._eval_batch - n, *x.shape[1:]))])
+        with torch.compiler.set_stance("force_eager"):
+            return self(x)[:n]
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

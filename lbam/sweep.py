@@ -19,16 +19,16 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("lbam.sweep")
 _FAILURES = "LBAM_SWEEP_FAILURES"
+CONCURRENT_JOBS = "LBAM_CONCURRENT_JOBS"  # set by scripts/reproduce.py's pool for the processes it starts
 
 
 def concurrent_jobs() -> int:
     """Runs this process's launcher trains at the same time on this machine: `n_jobs` of Hydra's joblib launcher
-    (-1: one per core), else 1."""
-    if not HydraConfig.initialized():
-        return 1
-    launcher = HydraConfig.get().get("launcher") or {}
+    (-1: one per core), else LBAM_CONCURRENT_JOBS (the pool of scripts/reproduce.py), else 1."""
+    pool = os.environ.get(CONCURRENT_JOBS, "")
+    launcher = (HydraConfig.get().get("launcher") or {}) if HydraConfig.initialized() else {}
     if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return 1
+        return int(pool) if pool.isdigit() and int(pool) >= 1 else 1
     n = int(launcher.get("n_jobs") or 1)
     return os.cpu_count() or 1 if n < 0 else max(n, 1)
 

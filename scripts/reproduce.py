@@ -3,7 +3,7 @@
     python scripts/reproduce.py --profile quick    # embodiment{1,2}_quick, seed 0       (make quick)
     python scripts/reproduce.py --profile full     # embodiment{1,2}, seeds 0 1 2        (make reproduce)
     python scripts/reproduce.py --profile curve    # embodiment1_curve learning curve    (make curve)
-    python scripts/reproduce.py --profile full --jobs 2     # two runs at once (Hydra's joblib launcher)
+    python scripts/reproduce.py --profile full --jobs 2     # two runs at once (default auto: see below)
     python scripts/reproduce.py --profile full --experiments embodiment1 -- trainer.max_epochs=10
     python scripts/reproduce.py --profile curve --plan      # the plan only: what would run, and for how long
     python scripts/reproduce.py --profile quick --reference # maintainers: rows into the committed reference
@@ -14,10 +14,16 @@ rows to the reference and regenerates its tables, figures and README block inste
 
 First the plan, before anything trains: per experiment its multiruns (`python -m lbam.train -m ...`: the sweeper
 params x each grid x each setting of the experiment file, see scripts/sweep_plan.py), how many runs there are,
-how many finished here and how many remain, a time estimate on this device (scripts/estimate.py) and what is
-skipped and why (a dataset that is missing and cannot be downloaded: the line says how to get it). Then every
-multirun with a run left, and the report. Finished runs are skipped and interrupted ones resume, so the command
-can be rerun. A run that failed, or wrote no row, is listed at the end and makes the exit status 1.
+how many finished here and how many remain, a time estimate on this device (scripts/estimate.py, in a child
+process), how many runs share the device and what is skipped and why (a dataset that is missing and cannot be
+downloaded: the line says how to get it). Then each experiment's remaining runs as one pool (scripts/pool.py:
+every setting at once, the first run of each model first), and the report. Finished runs are skipped and
+interrupted ones resume, so the command can be rerun. A run that failed, or wrote no row, is listed at the end
+and makes the exit status 1.
+
+`--jobs auto` (the default; make's JOBS=auto): one run at a time on the CPU (cores // N threads each with N), on a
+GPU as many as its free memory holds at the largest model's probed peak, per experiment (cnn4 and VGG16-BN get
+their own number); `--jobs N` runs N at once everywhere.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # this checkout's lbam, and the planning modules beside
 
-from estimate import estimate  # noqa: E402
+from estimate import Probe, device_for, jobs_for, probe  # noqa: E402
+from pool import describe_units, run_units, units  # noqa: E402
 from sweep_plan import Plan, PlanError, describe, plan  # noqa: E402
 
 PROFILES = {
@@ -48,18 +55,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"reproduce.py: {message} (see --help)\n")
 
 
-def jobs_count(text: str) -> int:
+def jobs_count(text: str) -> int | None:
+    """--jobs: an integer >= 1, or auto (None)."""
+    if text == "auto":
+        return None
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--jobs must be an integer >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--jobs must be auto or an integer >= 1, got {text!r}")
     return int(text)
 
 
-def launcher(jobs: int) -> list[str]:
-    """Hydra overrides that run ``jobs`` runs of a multirun at once; none for one (Hydra's basic launcher)."""
-    return [] if jobs == 1 else ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={jobs}"]
+def compiles(p: Plan) -> bool:
+    """Whether ``p``'s runs compile (model.compile, auto = on a GPU): then the first run of each model goes first."""
+    setting = p.cfg.model.compile
+    return setting is True or (setting == "auto" and device_for(p.cfg).type == "cuda")
 
 
-def print_plan(p: Plan, estimate_time: bool) -> None:
+def print_plan(p: Plan, jobs: int | None, estimate_time: bool) -> int:
+    """Print ``p``'s plan; the runs at once it will use (``jobs``, or chosen when None)."""
     cfg = p.cfg
     head = (
         f"{p.experiment}: {cfg.hydra.runtime.choices.dataset}, {cfg.backbone.name} at {cfg.dataset.image_size} px, "
@@ -67,7 +79,7 @@ def print_plan(p: Plan, estimate_time: bool) -> None:
     )
     if p.problem:
         print(f"[plan] {head}: SKIPPED, its dataset is not available: {p.problem} ({FETCH})")
-        return
+        return 1
     print(f"[plan] {head}")
     for i, m in enumerate(p.multiruns, 1):
         done = sum(p.finished(j) for j in m.jobs)
@@ -75,10 +87,19 @@ def print_plan(p: Plan, estimate_time: bool) -> None:
         print(f"  {i}. -m {' '.join(m.overrides)}")
         runs = f"{len(m.jobs)} run{'s' * (len(m.jobs) != 1)}"
         print(f"     {runs} ({dims}): {done} finished here, {len(m.jobs) - done} to run")
-    jobs, left = p.jobs, p.remaining()
-    line = f"  total: {len(jobs)} runs, {len(jobs) - len(left)} finished here, {len(left)} to run"
-    print(line + (f"; {estimate(p, left)}" if estimate_time and left else ""), flush=True)
+    left = p.remaining()
+    line = f"  total: {len(p.jobs)} runs, {len(p.jobs) - len(left)} finished here, {len(left)} to run"
+    if not left:
+        print(line, flush=True)
+        print(f"  {where(p)}", flush=True)
+        return jobs or 1
+    measured: Probe | None = probe(p, left, time_it=estimate_time) if jobs is None or estimate_time else None
+    print(line + (f"; {measured.line()}" if estimate_time and measured else ""), flush=True)
+    n, why = (jobs, "--jobs / JOBS") if jobs else jobs_for(measured, len(left))
+    print(f"  jobs: {n} at once ({why})")
+    print(f"  {describe_units(units(p, n, compiles(p)), n, compiles(p))}", flush=True)
     print(f"  {where(p)}", flush=True)
+    return n
 
 
 def where(p: Plan) -> str:
@@ -99,15 +120,8 @@ def where(p: Plan) -> str:
 
 
 def run_plan(p: Plan, jobs: int) -> list[str]:
-    """Run every multirun of ``p`` that has a run left; the lines of the runs that did not finish."""
-    for m in p.multiruns:
-        if all(p.finished(j) for j in m.jobs):
-            continue
-        cmd = [sys.executable, "-m", "lbam.train", "-m", *m.overrides, *launcher(jobs)]
-        print("[reproduce] " + " ".join(cmd[1:]), flush=True)
-        code = subprocess.run(cmd, cwd=ROOT).returncode
-        if code:
-            print(f"[reproduce] that multirun exited with {code}; its runs are checked below", flush=True)
+    """Run ``p``'s remaining runs as one pool; the lines of the runs that did not finish."""
+    run_units(units(p, jobs, compiles(p)), jobs, say=lambda line: print(line, flush=True))
     return [f"{p.name}/{j.name}: {why}" for j in p.jobs if (why := p.failure(j))]
 
 
@@ -116,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=tuple(PROFILES), default="quick")
     parser.add_argument("--experiments", nargs="+", help="a subset of the profile's experiments (or others)")
     parser.add_argument("--seeds", help="comma-separated seeds instead of the experiment's, e.g. 0,1")
-    parser.add_argument("--jobs", type=jobs_count, default=1, help="runs at once (Hydra's joblib launcher)")
+    parser.add_argument(
+        "--jobs", type=jobs_count, default=None, help="runs at once: auto (default; see above) or N"
+    )
     parser.add_argument("--plan", action="store_true", help="print the plan and stop")
     parser.add_argument("--no-estimate", action="store_true", help="skip the time estimate (its probe steps)")
     parser.add_argument("--no-report", action="store_true", help="do not regenerate the report at the end")
@@ -128,20 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     user += [f"seed={args.seeds}"] if args.seeds else []
     try:
         plans = [plan(e, user) for e in args.experiments or PROFILES[args.profile]]
-        for p in plans:
-            print_plan(p, estimate_time=not args.no_estimate)
+        jobs = [print_plan(p, args.jobs, estimate_time=not args.no_estimate) for p in plans]
     except PlanError as e:
         print(f"reproduce.py: {e}", file=sys.stderr)
         return 2
-    if args.jobs > 1:
-        print(f"[plan] {args.jobs} runs at once (Hydra's joblib launcher); they share this machine's cores")
     if args.plan:
         return 0
 
     t0, failed = time.perf_counter(), []
-    for p in plans:
+    for p, n in zip(plans, jobs):
         if not p.problem:
-            failed += run_plan(p, args.jobs)
+            failed += run_plan(p, n)
     print(f"\n[reproduce] {(time.perf_counter() - t0) / 60:.1f} min")
     for p in plans:
         state = (

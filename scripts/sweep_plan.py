@@ -43,6 +43,7 @@ class Plan:
     experiment: str  # the config name (experiment=...)
     cfg: DictConfig  # the experiment composed with the user's overrides (hydra node included)
     multiruns: list[Multirun] = field(default_factory=list)
+    user: list[str] = field(default_factory=list)  # the user's overrides, on every run
     problem: str | None = None  # why the experiment is skipped (its dataset), None when it runs
 
     @property
@@ -124,9 +125,6 @@ def _value(job: list[str], key: str) -> str | None:
 def multiruns(experiment: str, cfg: DictConfig, user: list[str]) -> list[Multirun]:
     """The experiment's declared multiruns (every setting x grid), each with its named jobs; ``user`` overrides
     come last and win, as on a command line."""
-    from lbam.config import ConfigError, run_name
-
-    params = [f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()]
     sweeps = cfg.get("sweeps") or {}
     grids, settings = list(sweeps.get("grids") or [""]), ["", *(sweeps.get("settings") or [])]
     out = []
@@ -135,20 +133,29 @@ def multiruns(experiment: str, cfg: DictConfig, user: list[str]) -> list[Multiru
             command = [f"experiment={experiment}", *shlex.split(setting), *shlex.split(grid), *user]
         except ValueError as e:
             raise PlanError(f"{experiment}: cannot split the sweep {setting!r} / {grid!r}: {e}") from None
-        expanded, swept = expand([*params, *command])
-        jobs = []
-        for job in expanded:
-            attention = _value(job, "attention") or str(cfg.attention.name)
-            seed = _value(job, "seed") or str(cfg.seed)
-            if not seed.isdigit():
-                raise PlanError(f"{experiment}: seed={seed!r} must be an integer >= 0")
-            try:
-                name = run_name(attention, job, int(seed))
-            except ConfigError as e:
-                raise PlanError(f"{experiment}: {e}") from None
-            jobs.append(Job(tuple(job), attention, int(seed), name))
-        out.append(Multirun(command, jobs, swept))
+        out.append(multirun(experiment, cfg, command))
     return out
+
+
+def multirun(experiment: str, cfg: DictConfig, command: list[str]) -> Multirun:
+    """`python -m lbam.train -m <command>` of ``experiment``: the experiment's sweeper params with ``command`` on
+    top, expanded into named jobs."""
+    from lbam.config import ConfigError, run_name
+
+    params = [f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()]
+    expanded, swept = expand([*params, *command])
+    jobs = []
+    for job in expanded:
+        attention = _value(job, "attention") or str(cfg.attention.name)
+        seed = _value(job, "seed") or str(cfg.seed)
+        if not seed.isdigit():
+            raise PlanError(f"{experiment}: seed={seed!r} must be an integer >= 0")
+        try:
+            name = run_name(attention, job, int(seed))
+        except ConfigError as e:
+            raise PlanError(f"{experiment}: {e}") from None
+        jobs.append(Job(tuple(job), attention, int(seed), name))
+    return Multirun(command, jobs, swept)
 
 
 def compose_experiment(experiment: str, user: list[str]) -> DictConfig:
@@ -186,7 +193,7 @@ def dataset_problem(cfg: DictConfig) -> str | None:
 
 def plan(experiment: str, user: list[str], check_data: bool = True) -> Plan:
     cfg = compose_experiment(experiment, user)
-    p = Plan(experiment, cfg, multiruns(experiment, cfg, user))
+    p = Plan(experiment, cfg, multiruns(experiment, cfg, user), user=list(user))
     if check_data:
         p.problem = dataset_problem(cfg)
     return p

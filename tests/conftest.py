@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pytest_configure(config):
     # make test runs two xdist workers on two cores: one torch thread each avoids oversubscription,
     # which made small forward passes 20-50x slower. The environment variable carries it to the processes
-    # that tests start (training runs, DDP ranks, gpu-check), whose OpenMP threads otherwise spin against
+    # that tests start (training runs, DDP ranks, the device check), whose OpenMP threads otherwise spin against
     # the other worker's.
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch

@@ -14,7 +14,9 @@ from lbam.bench.common import (
     saved_tensor_bytes,
     write_csv,
 )
+from lbam.bench.processes import PeakMemory, run_logged
 from lbam.bench.readme import TARGET, WHY_LBAM_SLOWER, write_readme
+from lbam.bench.step import profile_step
 from lbam.complexity import profile_model
 
 MACHINE_COLUMNS = ["machine", "threads", "gpu", "torch_version", "date", "commit", "load_avg_1m"]
@@ -27,6 +29,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def test_profile_step_times_a_step_and_leaves_gpu_figures_to_the_gpu():
+    calls = []
+    timed = profile_step(lambda: calls.append(1), 5, torch.device("cpu"))
+    assert (
+        len(calls) == 5 and timed["wall_ms"] >= 0 and timed["busy_ms"] is None and timed["peak_gib"] is None
+    )
+
+
+def test_peak_memory_sees_each_child_process_on_the_cpu(tmp_path):
+    """The check's per-process memory on the CPU: /proc, this process's descendants (here one holding 200 MB)."""
+    import subprocess
+    import sys
+
+    hold = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(2)"
+    with PeakMemory(cuda=False) as memory:
+        subprocess.run([sys.executable, "-c", hold], check=True)
+    assert max(memory.peaks.values()) > 0.19 and "peak RSS" in memory.summary()
+
+
+def test_run_logged_stops_a_process_group_at_its_timeout(tmp_path):
+    """A check's stage stopped at its budget leaves no process behind (a run left over would hold the GPU)."""
+    import os
+    import sys
+
+    pid = tmp_path / "grandchild"
+    child = (
+        "import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid)!r}, 'w').write(str(g.pid)); time.sleep(60)"
+    )
+    code, wall = run_logged([sys.executable, "-c", child], tmp_path / "log", 3.0, tmp_path)
+    assert code is None and wall < 20  # stopped at its timeout, not after a minute
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid.read_text()), 0)  # the grandchild too: the whole group
 
 
 def _read(path):
@@ -164,7 +201,7 @@ def test_readme_states_target_a_from_paired_rounds(tmp_path):
 @pytest.mark.slow
 def test_quick_bench_writes_csvs_and_readme(tmp_path):
     # aot_eager: the bench's plumbing with dynamo's graphs, without inductor's minutes of C++ code generation
-    # (inductor runs end to end in test_attention, test_models and the gpu-check test).
+    # (inductor runs end to end in test_attention, test_models, test_runner and the device check).
     assert main(["--quick", "--out", str(tmp_path), "--threads", "1", "--backend", "aot_eager"]) == 0
     rows = _read(tmp_path / "modules.csv")
     kinds = {(r["attention"], r["mode"]) for r in rows}

@@ -87,6 +87,7 @@ BAD = [
     ("trainer.limit_train_batches=1.5", "limit_train_batches"),
     ("seed=-1", "seed=-1 must be an integer >= 0"),
     ("model.compile=maybe", "model.compile='maybe' must be one of auto, true, false"),
+    ("model.compile_mode=fast", "compile_mode='fast' must be one of default, reduce-overhead"),
     ("analysis.noninferiority_margin=2", "noninferiority_margin"),
     ("callbacks=early_stopping", "dataset.val_size > 0"),
 ]

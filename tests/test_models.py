@@ -256,10 +256,30 @@ def test_compiled_cnn4_with_lbam_trains_like_eager_and_keeps_its_state_dict():
 
 
 @pytest.mark.slow
+def test_the_runners_compile_counter_hands_inductor_the_mode_torch_compile_would():
+    """model.compile_mode=reduce-overhead (CUDA graphs on a GPU; on the CPU inductor leaves them out): the counting
+    backend passes the mode's options to inductor, which accepts them, and the model trains as eagerly."""
+    from lbam.compile import CompileCounter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    eager = copy.deepcopy(model)
+    counter = CompileCounter("inductor", "reduce-overhead")
+    model.compile(backend=counter.backend)
+    x, y = torch.randn(4, 8), torch.tensor([0, 1, 2, 0])
+    for m in (model, eager):
+        F.cross_entropy(m(x), y).backward()
+    assert counter.compiles == 1
+    torch.testing.assert_close(model[0].weight.grad, eager[0].weight.grad)
+    with pytest.raises(ValueError, match="needs the inductor backend"):
+        CompileCounter("aot_eager", "reduce-overhead")
+
+
+@pytest.mark.slow
 def test_compiled_cnn4_with_lbam_trains_in_bf16_autocast_and_channels_last():
     """Dynamo and AOT autograd through autocast and channels_last (aot_eager: inductor's CPU code generation of
-    the same model is the test above and the gpu-check test; bf16 kernels matter on the GPU, where gpu-check
-    compiles them)."""
+    the same model is the test above; bf16 kernels matter on the GPU, where `make device-check` compiles
+    them)."""
     torch.manual_seed(0)
     model = build_backbone("cnn4", 3, attention="lbam", width_mult=0.25).to(memory_format=torch.channels_last)
     model.compile(backend="aot_eager")

@@ -72,15 +72,20 @@ def _make_n(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-n", venv, *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def test_make_train_jobs_and_gpu_check_pass_their_arguments():
+def test_make_train_jobs_and_device_check_pass_their_arguments():
     train = _make_n("train", "ARGS=experiment=embodiment1_quick attention=lbam").stdout
     assert "-m lbam.train experiment=embodiment1_quick attention=lbam" in train
     for target in ("quick", "curve", "reproduce"):
         out = _make_n(target, "JOBS=3").stdout
         assert f"scripts/reproduce.py --profile {target.replace('reproduce', 'full')} --jobs 3" in out
         assert "lbam.data download" not in out  # reproduce.py fetches (or skips) data in its plan
-    check = _make_n("gpu-check", "OUT=/tmp/x", "DEVICE=cpu").stdout
-    assert "scripts/gpu_check.py --out /tmp/x --device cpu" in check
+        assert f"--profile {target.replace('reproduce', 'full')} --jobs auto" in _make_n(target).stdout
+    for target in ("device-check", "gpu-check"):  # gpu-check: its former name
+        check = _make_n(target, "OUT=/tmp/x", "DEVICE=cpu").stdout
+        assert "scripts/device_check.py --out /tmp/x --device cpu" in check
+        assert (
+            "pip install -q --no-index" in check
+        )  # from .whl/ when the interpreter lacks hydra, never an index
 
 
 def test_make_refuses_an_unsupported_python_in_one_line(tmp_path):

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lbam.config import run_name
@@ -174,19 +175,35 @@ class _Trainer:
         self.saves.append(self.global_step)
 
 
-def test_epoch_end_saves_are_at_most_one_per_interval_plus_the_end(tmp_path):
+def test_the_first_save_is_one_interval_after_the_start_then_at_most_one_per_interval(tmp_path, monkeypatch):
+    """Not after epoch 1 (the clock once started at -inf: a 1 GB VGG16-BN save in every run of a few minutes)."""
+    import lbam.rundir
+
+    clock = [1000.0]
+    monkeypatch.setattr(lbam.rundir.time, "monotonic", lambda: clock[0])
     ckpt, trainer = LastCheckpoint(tmp_path / "last.ckpt", min_interval_s=600), _Trainer()
-    for step in (1, 2, 3):
-        trainer.global_step = step
+    ckpt.on_train_start(trainer, None)
+    for step, now in ((1, 1010.0), (2, 1599.0), (3, 1601.0), (4, 2000.0), (5, 2202.0)):
+        clock[0], trainer.global_step = now, step
         ckpt.on_train_epoch_end(trainer, None)
-    ckpt.on_train_end(trainer, None)
-    assert trainer.saves == [1, 3] and (tmp_path / "last.ckpt").read_text() == "3"
+    assert trainer.saves == [3, 5]  # 601 s after the start, then 601 s after that save
+    ckpt.on_train_end(trainer, None)  # the last epoch just saved this step: no second save
+    assert trainer.saves == [3, 5] and (tmp_path / "last.ckpt").read_text() == "5"
+    short = LastCheckpoint(tmp_path / "short.ckpt", min_interval_s=600)
+    trainer = _Trainer()
+    short.on_train_start(trainer, None)
+    for step in (1, 2):  # a run shorter than the interval: one save, at its end
+        trainer.global_step = step
+        short.on_train_epoch_end(trainer, None)
+    short.on_train_end(trainer, None)
+    assert trainer.saves == [2]
     every = LastCheckpoint(tmp_path / "every.ckpt", min_interval_s=0)
     trainer = _Trainer()
+    every.on_train_start(trainer, None)
     for step in (1, 2):
         trainer.global_step = step
         every.on_train_epoch_end(trainer, None)
-    every.on_train_end(trainer, None)  # the last epoch just saved this step: no second save
+    every.on_train_end(trainer, None)
     assert trainer.saves == [1, 2] and not list(tmp_path.glob(".*.tmp"))
 
 
@@ -284,8 +301,8 @@ def test_a_sweep_with_a_failed_run_exits_non_zero_and_lists_it(tmp_path, data_ca
 
 def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache):
     # Graphs, guards and the recompile limit are dynamo's, whatever the backend: aot_eager keeps them and skips
-    # inductor's C++ code generation (minutes per run on 2 cold cores). Inductor runs end to end in the gpu-check
-    # test; results/bench/compiled_sweep.md is this sweep with inductor. All six attentions: without the per-run
+    # inductor's C++ code generation (minutes per run on 2 cold cores). Inductor runs end to end in the test
+    # below; results/bench/compiled_sweep.md is this sweep with inductor. All six attentions: without the per-run
     # reset the sweep meets dynamo's recompile limit at the fifth (three attentions never would).
     overrides = tiny(
         tmp_path,
@@ -298,8 +315,9 @@ def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [load_row(p) for p in (tmp_path / "results" / "runs").rglob("*.json")]
     assert sorted(r.attention for r in rows) == ["bam", "cbam", "eca", "lbam", "none", "se"]
-    # Two graphs a run, training and evaluation: the ragged last test batch is padded, not a third graph.
-    assert all(r.compiled and r.compiles == 2 and not r.recompile_limit_hit for r in rows), [
+    # One graph a run, training's: evaluation runs the same weights eagerly (a second compile cost every GPU run
+    # 10-35 s to evaluate ~900 images once).
+    assert all(r.compiled and r.compiles == 1 and not r.recompile_limit_hit for r in rows), [
         (r.attention, r.compiles, r.recompile_limit_hit) for r in rows
     ]
     # One-epoch runs: the compile time comes from the first step (it compiles forward and backward).
@@ -307,6 +325,34 @@ def test_a_compiled_sweep_in_one_process_compiles_every_run(tmp_path, data_cache
         (r.attention, r.epochs, r.compile_seconds) for r in rows
     ]
     assert "recompile_limit" not in proc.stderr and "cache_size_limit" not in proc.stderr
+
+
+def test_an_inductor_compiled_run_compiles_its_training_graph_only(tmp_path, data_cache):
+    """The runner's compile path with inductor itself (the sweep above uses aot_eager): evaluation runs the same
+    weights eagerly, so the row counts one graph (two before: 15-20 s more for a tiny run on this CPU)."""
+    row = run(tiny(tmp_path, data_cache, "attention=none", "model.compile=true"))
+    assert row["status"] == "ok" and row["compiled"] is True
+    assert row["compiles"] == 1 and not row["recompile_limit_hit"] and row["compile_seconds"] > 0
+
+
+class CheckpointSeen(pl.Callback):
+    """Whether last.ckpt exists at each epoch end (Lightning runs checkpoint callbacks after this one: the file
+    seen at epoch k is what epochs 1..k-1 saved)."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seen.append(self.path.exists())
+
+
+def test_a_run_shorter_than_the_checkpoint_interval_saves_once_at_its_end(tmp_path, data_cache):
+    overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=3")  # the default 600 s
+    name = run_name("none", overrides, 0)
+    spy = CheckpointSeen(tmp_path / "experiments" / "embodiment1_quick" / name / "checkpoints" / "last.ckpt")
+    row = run(overrides, callbacks=[spy])
+    assert row["status"] == "ok" and row["epochs"] == 3
+    assert spy.seen == [False, False, False] and spy.path.is_file()  # before: saved after epoch 1
 
 
 def _free_port() -> int:
@@ -348,11 +394,11 @@ def test_ddp_under_simulated_srun_writes_one_row_with_the_whole_job(tmp_path, da
 
 
 def test_a_run_killed_from_outside_resumes_with_its_own_clock(tmp_path, data_cache):
-    """kill -9 from outside while one-batch epochs run (the curve's 25-crop runs), with the default checkpoint
-    interval: only the first epoch's end is saved. The resumed run matches an uninterrupted one, and its seconds
-    are its own (a restarted epoch end once read as hours since boot)."""
+    """kill -9 from outside while one-batch epochs run (the curve's 25-crop runs), with a 1 s checkpoint interval:
+    killed just after its first save, a second into training. The resumed run matches an uninterrupted one, and its
+    seconds are its own (a restarted epoch end once read as hours since boot)."""
     extra = ("attention=none", "dataset.train_subset=12", "trainer.max_epochs=100000", "trainer.max_steps=250",
-             "trainer.limit_train_batches=1.0")  # fmt: skip
+             "trainer.limit_train_batches=1.0", "callbacks.last_checkpoint.min_interval_s=1")  # fmt: skip
     args = tiny(tmp_path / "k", data_cache, *extra)
     proc = subprocess.Popen([sys.executable, "-m", "lbam.train", *args], cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

@@ -179,7 +179,8 @@ def test_finished_run_is_skipped_only_when_it_finished_here(tmp_path, data_cache
 
 
 def test_interrupted_run_resumes_and_keeps_its_earlier_log_lines(tmp_path, data_cache):
-    overrides = tiny(tmp_path, data_cache, "attention=cbam", "trainer.max_epochs=2")
+    every_epoch = "callbacks.last_checkpoint.min_interval_s=0"  # the default saves 10 min in: none here
+    overrides = tiny(tmp_path, data_cache, "attention=cbam", "trainer.max_epochs=2", every_epoch)
     with pytest.raises(Interrupt):
         run(overrides, callbacks=[InterruptAtEpoch(1)])
     assert not (tmp_path / "results").exists()  # an interruption is not a result
@@ -201,7 +202,8 @@ def test_interrupted_run_resumes_and_keeps_its_earlier_log_lines(tmp_path, data_
 
 @pytest.mark.parametrize("damage", ["truncate", "empty"])
 def test_corrupt_checkpoint_is_moved_aside_and_the_run_restarts(tmp_path, data_cache, damage, caplog):
-    overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2")
+    every_epoch = "callbacks.last_checkpoint.min_interval_s=0"  # the default saves 10 min in: none here
+    overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2", every_epoch)
     with pytest.raises(Interrupt):
         run(overrides, callbacks=[InterruptAtEpoch(1)])
     ckpt = next((tmp_path / "experiments").rglob("last.ckpt"))
@@ -280,7 +282,7 @@ def test_two_processes_start_the_same_run_one_trains(tmp_path, data_cache):
 
 @pytest.mark.slow
 def test_compiled_run_trains_and_its_checkpoint_loads_uncompiled(tmp_path, data_cache):
-    # aot_eager: the checkpoint keys come from nn.Module.compile, not from the backend (inductor: gpu-check test).
+    # aot_eager: the checkpoint keys come from nn.Module.compile, not from the backend (inductor: tests/test_runner.py).
     overrides = [
         "attention=lbam",
         "model.compile=true",

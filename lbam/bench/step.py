@@ -53,11 +53,12 @@ def make_step(
     device: torch.device,
     backbone: str = "cnn4",
     backend: str = "inductor",
+    compile_mode: str = "default",
     **model_kw,
 ):
     """(step function, wall seconds of its first call) for a fresh seeded model, batch and AdamW. ``size`` is a
     key of SIZES or (image side, width_mult, batch); ``model_kw`` go to build_backbone (placement: "auto");
-    ``backend`` is torch.compile's when ``compiled``."""
+    ``backend`` and ``compile_mode`` are torch.compile's when ``compiled`` ("reduce-overhead": CUDA graphs)."""
     from lbam.models import build_backbone
 
     image, width, batch = SIZES[size] if isinstance(size, str) else size
@@ -65,7 +66,7 @@ def make_step(
     kw = {"placement": "auto", "width_mult": width, **model_kw}
     model = build_backbone(backbone, 3, attention=attention, **kw).to(device)
     if compiled:
-        model.compile(backend=backend)
+        model.compile(backend=backend, mode=None if compile_mode == "default" else compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 3, image, image, device=device)
     y = torch.randint(0, 3, (batch,), device=device)
@@ -80,6 +81,33 @@ def make_step(
     start = time.perf_counter()
     step()
     return step, time.perf_counter() - start
+
+
+def profile_step(step, steps: int, device: torch.device) -> dict[str, float | None]:
+    """Per step of ``step`` (already warm), over ``steps`` calls: wall ms, GPU-busy ms (the kernels' summed time,
+    torch.profiler: a launch-bound step is busy for a fraction of its wall time) and peak GPU memory (GiB, since
+    the caller's last reset); busy and memory are None on the CPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    if not cuda:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return {"wall_ms": 1e3 * (time.perf_counter() - start) / steps, "busy_ms": None, "peak_gib": None}
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize(device)
+    wall = (time.perf_counter() - start) / steps  # timed apart: the profiler's own overhead is not in it
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    busy_us = sum(e.self_device_time_total for e in prof.key_averages())  # the table's "Self CUDA time total"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    return {"wall_ms": 1e3 * wall, "busy_ms": busy_us / 1e3 / steps, "peak_gib": peak}
 
 
 @contextlib.contextmanager
