@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,13 +72,15 @@ def base_row(
         n_train=int(meta["n_train"]),
         n_val=int(meta.get("n_val", 0)),
         n_test=int(meta["n_test"]),
-        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std")},
+        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std", *_OWN_FIELDS)},
         datamodule=dm.describe(),
         analysis=to_container(cfg.get("analysis")) or {},
         predictions_file=f"{name}.preds.csv",
         config=identity["config"],
         config_hash=identity["config_hash"],
         split_hash=identity["split_hash"],
+        data_sha256=dm.data_sha256,
+        data_verified=dm.data_verified,
         resumed=resumed,
         world_size=world,
         concurrent_jobs=jobs,
@@ -86,6 +89,9 @@ def base_row(
         commit=git_commit(PACKAGE_DIR),
         torch_version=torch.__version__,
     )
+
+
+_OWN_FIELDS = ("data_sha256", "data_verified")  # metadata the row holds as fields of its own
 
 
 def thinned(history: list[dict], keep: int = 50) -> list[dict]:
@@ -111,23 +117,44 @@ def save_row(row: Row, preds, results_dir: Path, run_dir: Path) -> Path:
     """
     target = row_path(results_dir, row.experiment, row.run_name)
     if row.status != "ok" and _is_ok_row(target):
-        kept = _write_json(Path(run_dir) / "failed_row.json", row)
+        try:
+            kept = _write_json(Path(run_dir) / "failed_row.json", row)
+        except OSError as e:  # e.g. a full disk: the failure is logged, the ok row is what matters
+            log.warning(
+                "the rerun failed (%s); the ok row %s is kept; the failed row could not be written to %s (%s)",
+                row.error, target, run_dir, e.strerror or e,
+            )  # fmt: skip
+            return target
         log.warning("the rerun failed; the ok row %s is kept, the failed row is in %s", target, kept)
         return kept
     try:
         return write_row(row, preds, results_dir)
     except OSError as e:
         reason = e.strerror or str(e)
-    for folder in (Path(run_dir), Path(tempfile.mkdtemp(prefix="lbam-row-"))):
-        try:
-            path = write_row(row, preds, folder / "unsaved")
-        except OSError:
-            continue
-        raise RowNotSaved(
-            f"cannot write the row of {row.experiment}/{row.run_name} to {target.parent} ({reason}); the finished "
-            f"result is in {path.parent}: move it there once there is room (or fix the folder's permissions)"
-        )
-    raise RowNotSaved(f"cannot write the row of {row.experiment}/{row.run_name} anywhere ({reason})")
+    path = _write_elsewhere(row, preds, Path(run_dir))
+    if path is None:
+        raise RowNotSaved(f"cannot write the row of {row.experiment}/{row.run_name} anywhere ({reason})")
+    raise RowNotSaved(
+        f"cannot write the row of {row.experiment}/{row.run_name} to {target.parent} ({reason}); the finished "
+        f"result is in {path.parent}: move it there once there is room (or fix the folder's permissions)"
+    )
+
+
+def _write_elsewhere(row: Row, preds, run_dir: Path) -> Path | None:
+    """The row written under ``run_dir/unsaved``, else a new temp folder (removed again when that fails too)."""
+    try:
+        return write_row(row, preds, run_dir / "unsaved")
+    except OSError:
+        pass
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="lbam-row-"))
+    except OSError:
+        return None
+    try:
+        return write_row(row, preds, folder / "unsaved")
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def _is_ok_row(path: Path) -> bool:

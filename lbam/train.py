@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import os
 import shutil
@@ -25,13 +26,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from lbam import interrupt
+from lbam.checkpoint import Seal, non_finite
 from lbam.compile import RecompileWatch, fresh_compile_state
 from lbam.config import CONFIG_DIR, ConfigError, build_or_fail, check, resolve_auto, run_name, to_container
 from lbam.data import DataError
+from lbam.interrupt import Interrupted, StopOnSignal
 from lbam.module import LitClassifier, throughput
 from lbam.progress import Bar
 from lbam.quiet import log_to_stderr, silence_known_noise
-from lbam.results import load_row, row_path
+from lbam.results import RowError, load_row, predictions_path, row_path
 from lbam.rundir import (
     RunLock,
     RunLockedError,
@@ -40,10 +44,11 @@ from lbam.rundir import (
     global_rank,
     mark_finished,
     remove_stale_temps,
+    set_aside,
     usable_checkpoint,
 )
 from lbam.runrow import RowNotSaved, base_row, identity_of, save_row, thinned
-from lbam.sweep import concurrent_jobs, record_failure
+from lbam.sweep import concurrent_jobs, record, record_failure, signalled, summarize
 
 log = logging.getLogger("lbam.train")  # also when run as __main__: lbam.* loggers print to stderr
 USER_ERRORS = (ConfigError, DataError, RunLockedError, RowNotSaved)
@@ -96,6 +101,15 @@ def train(
     silence_known_noise()
     log_to_stderr()
     overrides = _task_overrides() if overrides is None else list(overrides)
+    with (
+        interrupt.Signals()
+    ):  # SIGTERM / SIGINT: a resumable checkpoint, then exit 143 / 130 (lbam.interrupt)
+        if signum := interrupt.received() or signalled():  # after a signal, a sweep starts no new run
+            raise Interrupted(signum, "not started: a signal came first", started=False)
+        return _train(cfg, overrides, callbacks)
+
+
+def _train(cfg: DictConfig, overrides: list[str], callbacks: Sequence[pl.Callback]) -> dict:
     check(cfg)
     name = run_name(cfg.attention.name, overrides, cfg.seed, cfg.trainer)
     with open_dict(cfg):
@@ -131,24 +145,32 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
     """The run under its lock. Only rank 0 changes the run directory; every rank reads the same checkpoint."""
     if rank0:
         remove_stale_temps(run_dir, out)
-    if finished_here(run_dir) and out.is_file() and not cfg.force:
+    if finished_here(run_dir) and not cfg.force and (done := _finished_row(out)) is not None:
         log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
-        return _done(cfg, load_row(out).to_dict())
+        return _done(cfg, done.to_dict())
     dm.prepare_data()
     dm.setup("fit")  # data and config are checked before anything of an earlier run is deleted
     identity = identity_of(cfg, dm, name)
     module.identity = {k: identity[k] for k in ("run_name", "config_hash", "split_hash")}
+    module.identity["data_sha256"] = dm.data_sha256  # another content is another run's checkpoint
     if rank0:
         clear_finished(run_dir)
         if cfg.force:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     last = run_dir / "checkpoints" / "last.ckpt"
-    resume = usable_checkpoint(last, module.identity, move_aside=rank0)
+    resume = usable_checkpoint(last, module.identity, move_aside=rank0, expected=module.state_dict())
     row = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
     extra = [Bar()] if cfg.trainer.enable_progress_bar else []
+    stopper = StopOnSignal(last, dm)  # after the configured LastCheckpoint: its epoch-end save comes first
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *extra, *callbacks],
+        callbacks=[
+            *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
+            *extra,
+            *callbacks,
+            Seal(),
+            stopper,
+        ],
         logger=[instantiate(c) for c in (cfg.get("logger") or {}).values()] or False,
         default_root_dir=run_dir,
     )
@@ -162,6 +184,17 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
                 torch.distributed.destroy_process_group()
             if not trainer.is_global_zero:
                 return {**row.to_dict(), "status": "not rank 0"}  # rank 0 tests and writes the row
+            if (
+                interrupt.received()
+            ):  # after the last batch: the end-of-training checkpoint is the one to resume
+                raise Interrupted(
+                    interrupt.received(), f"interrupted by a signal; checkpoint saved at {last}"
+                )
+            if bad := non_finite({"state_dict": module.state_dict()}):
+                raise FloatingPointError(
+                    f"the trained weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
+                    f"{bad[0].lstrip('/')}); lower optimizer.lr or check the data"
+                )
             preds = _test(cfg, trainer, module, dm, last)
         history = module.history
         ips, compile_s = throughput(history, bool(cfg.model.compile))
@@ -197,12 +230,25 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
     except Exception as e:
         if not trainer.is_global_zero:
             raise
-        row.status, row.error, preds = "failed", f"{type(e).__name__}: {str(e).splitlines()[0]}", None
+        row.status, row.error, preds = (
+            "failed",
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}",
+            None,
+        )
         log.error("%s/%s failed: %s", cfg.experiment_name, name, row.error)
         if _verbose(cfg):
             log.exception("traceback")
+        if resume is not None and not stopper.started and last.exists():  # it failed to restore: not again
+            set_aside(last, "unrestorable", f"could not be restored ({row.error[:160]})")
     row.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
+    try:
+        path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
+    except (
+        RowError
+    ) as e:  # the finished row breaks the schema (e.g. an impossible value): a failed row instead
+        log.error("%s/%s: %s", cfg.experiment_name, name, e)
+        row = dataclasses.replace(row, status="failed", error=f"RowError: {e}"[:300], **_CLEARED)
+        path, preds = save_row(row, None, Path(cfg.paths.results_dir), run_dir), None
     if row.status == "ok":
         mark_finished(run_dir, path)
         log.info(
@@ -239,6 +285,31 @@ def _test(cfg, trainer: pl.Trainer, module: LitClassifier, dm, last: Path) -> li
     return preds
 
 
+# What an ok row claims that a failed one must not.
+_CLEARED = dict.fromkeys(
+    ("test_acc", "test_balanced_acc", "test_macro_f1", "per_class_acc", "confusion_matrix")
+)
+
+
+def _finished_row(out: Path):
+    """The ok row of a run that finished here, when it and its predictions are intact; None (with one line)
+    when the run must run again, e.g. its predictions file was deleted."""
+    try:
+        row = load_row(out)
+        preds = predictions_path(row, out)
+        ok = row.status == "ok" and preds.is_file()
+        if ok and row.predictions_sha256 is not None:
+            ok = hashlib.sha256(preds.read_bytes()).hexdigest() == row.predictions_sha256
+    except (RowError, OSError) as e:
+        row, ok = None, False
+        log.info("%s: %s", out, e)
+    if not ok:
+        log.warning(
+            "%s finished here, but its row or predictions are missing or changed: running it again", out
+        )
+    return row if ok else None
+
+
 def _mean(values: list) -> float | None:
     known = [v for v in values if v is not None]
     return round(sum(known) / len(known), 2) if known else None
@@ -272,26 +343,45 @@ def _verbose(cfg: DictConfig | None = None) -> bool:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    """One run. In a multirun, a user error or a signal is recorded (lbam.sweep) and the sweep goes on to its
+    next run, which a signal keeps from starting: the sweep's end lists them and sets the exit status."""
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    job = f"{cfg.experiment_name}: {' '.join(_task_overrides())}"
     try:
         row = train(cfg)
     except USER_ERRORS as e:
         if _verbose(cfg):
             raise
         print(f"error: {e}", file=sys.stderr)
+        if multirun:
+            record_failure(job, str(e))
+            return None
         raise SystemExit(2) from None
-    if row["status"] == "failed" and HydraConfig.get().mode.name == "RUN":
+    except Interrupted as e:
+        print(f"{job}: {e}", file=sys.stderr)
+        if multirun:
+            record("interrupted" if e.started else "not started", job, str(e))
+            return None
+        raise SystemExit(e.exit_code) from None
+    if row["status"] == "failed" and not multirun:
         raise SystemExit(1)
     return row.get("val_acc")
 
 
 def main() -> None:
     """Console entry point (`lbam-train`). Hydra's own errors (an unknown key, group option or override syntax)
-    become one line first; the job returns the last validation accuracy to Hydra's sweepers, or None without a
-    validation split: the test split never steers a sweep."""
+    and unusable output folders become one line first; the job returns the last validation accuracy to Hydra's
+    sweepers, or None without a validation split: the test split never steers a sweep. A signal between the runs
+    of a multirun ends it with the same report as its end (lbam.sweep)."""
     from lbam.cli import precheck
 
     precheck(sys.argv[1:])
-    _hydra_main()
+    try:
+        _hydra_main()
+    except Interrupted as e:
+        code = summarize()  # a multirun's outcomes so far, when a signal came between its runs
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(code or e.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ class DataModule(pl.LightningDataModule):
         self.data_verified: bool | None = None
         self.class_names, self.num_classes = list(self.classes), len(self.classes)
         self._ready = False
+        self.train_sampler = None
+        self.resume_at: tuple[int, int] | None = (
+            None  # (epoch seed, batches done) of an epoch stopped mid-way
+        )
         self._placed: tuple[torch.Tensor, torch.Tensor] | None = None  # the cache on the training device
         self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -253,7 +257,13 @@ class DataModule(pl.LightningDataModule):
         indices = self.split_indices[split]
         on = self.gathers_on_device()  # index batches; else gathered uint8 batches
         ds = BatchDataset(indices) if on else BatchDataset(indices, self.images, self.labels)
-        return batch_loader(ds, self.batch_size, train, self.num_workers, self.pin_memory)
+        loader = batch_loader(ds, self.batch_size, train, self.num_workers, self.pin_memory)
+        if train:
+            self.train_sampler = loader.sampler  # its epoch's seed, read by a mid-epoch save (lbam.interrupt)
+            if self.resume_at is not None:
+                loader.sampler.resume(*self.resume_at)
+                self.resume_at = None
+        return loader
 
     def train_dataloader(self):
         return self._loader("train", train=True)
