@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def folder_problem(path, min_free: int = MIN_FREE_BYTES) -> str | None:
     if not where.is_dir():
         what = "a broken or looping link" if where.is_symlink() and not where.exists() else "not a folder"
         return f"{where} is {what}"
-    if not os.access(where, os.W_OK | os.X_OK):
+    # Mode bits too, not just os.access: root may write anywhere, but a folder marked read-only is meant to stay so.
+    if not os.access(where, os.W_OK | os.X_OK) or not where.stat().st_mode & stat.S_IWUSR:
         return f"{where} is read-only"
     free = shutil.disk_usage(where).free
     if free < min_free:

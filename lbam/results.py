@@ -214,14 +214,14 @@ def _iso_time(text) -> bool:
 
 
 def _epoch_problem(entry) -> str | None:
-    """Why one history entry (an epoch's loss, accuracies, time and counts) is impossible; None when it is not."""
+    """Why one history entry states an impossible number (a NaN or infinite value, a negative loss, time or
+    count, an accuracy above 1); None when it does not. Entries that are not numbers are left to the readers,
+    which skip them (the figures draw what they can)."""
     if not isinstance(entry, dict):
-        return "not an object"
+        return None
     for key, value in entry.items():
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if not isinstance(value, int | float):
-            return f"{key}={value!r} is not a number"
         if not math.isfinite(value) or value < 0:
             return f"{key}={value!r} is not a finite number >= 0"
         if key in ("train_acc", "val_acc") and value > 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from lbam.interrupt import Interrupted, StopOnSignal
 from lbam.module import LitClassifier, throughput
 from lbam.progress import Bar
 from lbam.quiet import log_to_stderr, silence_known_noise
-from lbam.results import RowError, load_row, predictions_path, row_path
+from lbam.results import RowError, row_path
 from lbam.rundir import (
     RunLock,
     RunLockedError,
@@ -47,7 +46,17 @@ from lbam.rundir import (
     set_aside,
     usable_checkpoint,
 )
-from lbam.runrow import RowNotSaved, base_row, identity_of, save_row, thinned
+from lbam.runrow import (
+    RowNotSaved,
+    base_row,
+    finished_row,
+    identity_of,
+    log_hparams,
+    mean,
+    save_row,
+    test_predictions,
+    thinned,
+)
 from lbam.sweep import concurrent_jobs, record, record_failure, signalled, summarize
 
 log = logging.getLogger("lbam.train")  # also when run as __main__: lbam.* loggers print to stderr
@@ -145,7 +154,7 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
     """The run under its lock. Only rank 0 changes the run directory; every rank reads the same checkpoint."""
     if rank0:
         remove_stale_temps(run_dir, out)
-    if finished_here(run_dir) and not cfg.force and (done := _finished_row(out)) is not None:
+    if finished_here(run_dir) and not cfg.force and (done := finished_row(out)) is not None:
         log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
         return _done(cfg, done.to_dict())
     dm.prepare_data()
@@ -159,7 +168,7 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     last = run_dir / "checkpoints" / "last.ckpt"
     resume = usable_checkpoint(last, module.identity, move_aside=rank0, expected=module.state_dict())
-    row = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
+    row = base = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
     extra = [Bar()] if cfg.trainer.enable_progress_bar else []
     stopper = StopOnSignal(last, dm)  # after the configured LastCheckpoint: its epoch-end save comes first
     trainer = instantiate(
@@ -195,7 +204,7 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
                     f"the trained weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
                     f"{bad[0].lstrip('/')}); lower optimizer.lr or check the data"
                 )
-            preds = _test(cfg, trainer, module, dm, last)
+            preds = test_predictions(cfg, trainer, module, dm, last)
         history = module.history
         ips, compile_s = throughput(history, bool(cfg.model.compile))
         val = [h["val_acc"] for h in history if h["val_acc"] is not None]
@@ -220,12 +229,12 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             if cfg.model.compile
             else None,
             recompile_limit_hit=watch.hit,
-            load_average=_mean([h.get("load") for h in history]),
+            load_average=mean([h.get("load") for h in history]),
             cpu_count=os.cpu_count(),
             val_acc=val[-1] if val else None,
             checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
         )
-        _log_hparams(trainer, cfg, row)
+        log_hparams(trainer, cfg, row)
     # A failed run is a row; a kill (a BaseException) leaves the checkpoint to resume from.
     except Exception as e:
         if not trainer.is_global_zero:
@@ -243,11 +252,11 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
     row.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     try:
         path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
-    except (
-        RowError
-    ) as e:  # the finished row breaks the schema (e.g. an impossible value): a failed row instead
+    except RowError as e:  # an impossible value in the finished row: the row before training, failed
         log.error("%s/%s: %s", cfg.experiment_name, name, e)
-        row = dataclasses.replace(row, status="failed", error=f"RowError: {e}"[:300], **_CLEARED)
+        row = dataclasses.replace(
+            base, status="failed", error=f"RowError: {e}"[:300], created_at=row.created_at
+        )
         path, preds = save_row(row, None, Path(cfg.paths.results_dir), run_dir), None
     if row.status == "ok":
         mark_finished(run_dir, path)
@@ -259,75 +268,6 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             path,
         )
     return _done(cfg, row.to_dict())
-
-
-def _test(cfg, trainer: pl.Trainer, module: LitClassifier, dm, last: Path) -> list[tuple[str, int, int]]:
-    """The test predictions, (id, target, pred) in test order, evaluated once on one device (no padded shards)."""
-    tester = trainer
-    if trainer.world_size > 1 or not module.history:
-        # Ranks trained in other processes (ddp_spawn) or beside this one (ddp): the weights are here, the
-        # history is in the checkpoint. A fresh one-device trainer, outside any cluster environment, tests.
-        from lightning_fabric.plugins.environments import LightningEnvironment
-
-        module.history = module.history or torch.load(last, weights_only=True)["lbam_history"]
-        tester = pl.Trainer(
-            accelerator=cfg.trainer.accelerator,
-            devices=1,
-            precision=cfg.trainer.precision,
-            logger=False,
-            enable_progress_bar=False,
-            plugins=[LightningEnvironment()],
-        )
-    tester.test(module, datamodule=dm, verbose=False)
-    preds = list(zip(dm.test_ids, *zip(*module.test_predictions)))
-    if len(preds) != len(dm.test_ids):
-        raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
-    return preds
-
-
-# What an ok row claims that a failed one must not.
-_CLEARED = dict.fromkeys(
-    ("test_acc", "test_balanced_acc", "test_macro_f1", "per_class_acc", "confusion_matrix")
-)
-
-
-def _finished_row(out: Path):
-    """The ok row of a run that finished here, when it and its predictions are intact; None (with one line)
-    when the run must run again, e.g. its predictions file was deleted."""
-    try:
-        row = load_row(out)
-        preds = predictions_path(row, out)
-        ok = row.status == "ok" and preds.is_file()
-        if ok and row.predictions_sha256 is not None:
-            ok = hashlib.sha256(preds.read_bytes()).hexdigest() == row.predictions_sha256
-    except (RowError, OSError) as e:
-        row, ok = None, False
-        log.info("%s: %s", out, e)
-    if not ok:
-        log.warning(
-            "%s finished here, but its row or predictions are missing or changed: running it again", out
-        )
-    return row if ok else None
-
-
-def _mean(values: list) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(sum(known) / len(known), 2) if known else None
-
-
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, row) -> None:
-    """TensorBoard's HParams view: the run's overrides as hyper-parameters, its final metrics as their values."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    params = {"experiment": cfg.experiment_name, "attention": cfg.attention.name, "seed": int(cfg.seed)}
-    params |= dict(o.split("=", 1) for o in row.overrides if "=" in o)
-    metrics = {f"hparams/{k}": getattr(row, k) for k in ("test_acc", "test_balanced_acc", "test_macro_f1")}
-    if row.val_acc is not None:
-        metrics["hparams/val_acc"] = row.val_acc
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics)
-            logger.finalize("success")
 
 
 def _done(cfg: DictConfig, row: dict) -> dict:
