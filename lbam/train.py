@@ -286,7 +286,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     """One run. In a multirun, a user error or a signal is recorded (lbam.sweep) and the sweep goes on to its
     next run, which a signal keeps from starting: the sweep's end lists them and sets the exit status."""
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
-    job = f"{cfg.experiment_name}: {' '.join(_task_overrides())}"
+    job = f"{cfg.experiment_name}/{run_name(cfg.attention.name, _task_overrides(), cfg.seed, cfg.trainer)}"
     try:
         row = train(cfg)
     except USER_ERRORS as e:

@@ -82,9 +82,12 @@ def _popen(args, log):
     )
 
 
-def _signal_once(proc, root, count: int = 1, sig=signal.SIGTERM, timeout: float = 300) -> int:
-    """Send ``sig`` to ``proc`` once ``count`` runs under ``root`` have a checkpoint (the first epoch end of the
-    last of them: it is training); its exit status. The process never outlives the test."""
+def _signal_once(
+    proc, root, count: int = 1, sig=signal.SIGTERM, group: bool = False, timeout: float = 300
+) -> int:
+    """Send ``sig`` to ``proc`` (``group``: to its process group, which it leads) once ``count`` runs under ``root``
+    have a checkpoint (the first epoch end of the last of them: it is training); its exit status. The process
+    never outlives the test."""
     pattern = "experiments/*/*/checkpoints/last.ckpt"
     try:
         deadline = time.monotonic() + timeout
@@ -92,11 +95,11 @@ def _signal_once(proc, root, count: int = 1, sig=signal.SIGTERM, timeout: float 
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail(f"no {pattern} under {root} (exit {proc.poll()})")
             time.sleep(0.05)
-        proc.send_signal(sig)
+        os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
         return proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
             proc.wait()
 
 
@@ -131,8 +134,12 @@ def test_an_interrupted_multirun_lists_its_interrupted_and_unstarted_runs_and_ex
     err = log.read_text()
     assert "Traceback" not in err
     assert "error: the sweep was interrupted by SIGTERM: 1 run(s) interrupted, 1 not started" in err
-    assert "  interrupted: embodiment1_quick: " in err and "trainer.max_epochs=100000" in err
-    assert "  not started: embodiment1_quick: " in err and "trainer.max_epochs=3" in err
+    dirs = {d: (d / "finished.json").exists() or (d / "checkpoints" / "last.ckpt").exists() for d in
+            (tmp_path / "experiments" / "embodiment1_quick").iterdir()}  # fmt: skip
+    (unstarted,) = [d.name for d, ran in dirs.items() if not ran]  # Hydra made its folder, nothing more
+    (stopped,) = [d.name for d in dirs if dirs[d] and not (d / "finished.json").exists()]
+    assert f"  interrupted: embodiment1_quick/{stopped}: interrupted by SIGTERM; checkpoint saved at" in err
+    assert f"  not started: embodiment1_quick/{unstarted}\n" in err
     rows = [load_row(p) for p in (tmp_path / "results" / "runs").rglob("*.json")]
     assert [r.epochs for r in rows] == [2]
     ckpts = {
@@ -181,3 +188,29 @@ def test_a_run_killed_before_training_keeps_its_lock_folder_clean(tmp_path, data
     )
     assert not (rd / ".lock").exists() and not list(rd.rglob("last.ckpt"))
     assert run(overrides)["status"] == "ok"  # the process may run again: the signal is forgotten
+
+
+def test_a_parallel_multirun_waits_for_its_workers_to_save_and_reports_them(tmp_path, data_cache):
+    """Hydra's joblib launcher (make reproduce JOBS=2): the signal reaches the whole process group (Ctrl-C, a
+    scheduler); the workers save and stop, the parent waits for them instead of killing them mid-save, the runs
+    not yet started never start."""
+    args = tiny(tmp_path, data_cache, "attention=none,eca,se,cbam", "trainer.max_epochs=100000")
+    cmd = [
+        sys.executable,
+        "-m",
+        "lbam.train",
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        *args,
+    ]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+        code = _signal_once(proc, tmp_path, count=2, group=True)
+    err = log.read_text()
+    assert code == 143 and "Traceback" not in err, err[-3000:]
+    assert "error: the sweep was interrupted by SIGTERM: 2 run(s) interrupted, 2 not started" in err
+    assert (
+        err.count("interrupted by SIGTERM; checkpoint saved at") >= 2 and not (tmp_path / "results").exists()
+    )
