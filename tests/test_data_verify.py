@@ -221,3 +221,19 @@ def test_the_pinned_manifest_ships_with_the_package():
     assert BCCD_MANIFEST.is_file() and any(
         fnmatch.fnmatch(BCCD_MANIFEST.name, p) for p in patterns["lbam.data"]
     )
+
+
+@pytest.mark.slow
+def test_the_row_records_a_run_on_data_taken_as_it_is(twin, tmp_path, data_cache):
+    from tests.test_train import run, tiny
+
+    xml = twin / "BCCD" / "Annotations" / "BloodImage_00004.xml"
+    xml.write_text(xml.read_text().replace("</annotation>", "<!-- edited -->\n</annotation>"))
+    overrides = tiny(
+        tmp_path, data_cache, "attention=none", f"dataset.root={twin}", "dataset.train_size=0.75"
+    )
+    with pytest.raises(DataError, match=r"1 changed \(Annotations/BloodImage_00004\.xml\)"):
+        run(overrides)
+    row = run([*overrides, "dataset.verify=false"])
+    assert row["status"] == "ok" and row["data_verified"] is False
+    assert "dataset.verify=false" not in row["overrides"]  # the same run: the row's field says how it ran

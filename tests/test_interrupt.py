@@ -104,7 +104,7 @@ def _signal_once(
 
 
 def test_sigterm_on_the_command_line_exits_143_and_the_same_command_resumes(tmp_path, data_cache):
-    args = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=100000", "trainer.max_steps=2000")
+    args = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=100000", "trainer.max_steps=400")
     log = tmp_path / "stderr.txt"
     with open(log, "w") as f:
         code = _signal_once(_popen(args, f), tmp_path)
@@ -118,7 +118,7 @@ def test_sigterm_on_the_command_line_exits_143_and_the_same_command_resumes(tmp_
     )
     assert again.returncode == 0 and "resuming" in again.stderr, again.stderr[-2000:]
     (path,) = (tmp_path / "results" / "runs").rglob("*.json")
-    assert load_row(path).resumed and load_row(path).steps == 2000
+    assert load_row(path).resumed and load_row(path).steps == 400
 
 
 def test_an_interrupted_multirun_lists_its_interrupted_and_unstarted_runs_and_exits_non_zero(

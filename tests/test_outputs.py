@@ -25,8 +25,15 @@ def _train_cli(*args):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", ["read-only", "a-file", "read-only-parent"])
-@pytest.mark.parametrize("key", ["paths.experiments_dir", "paths.results_dir"])
+@pytest.mark.parametrize(
+    ("key", "shape"),
+    [
+        ("paths.experiments_dir", "read-only"),
+        ("paths.experiments_dir", "a-file"),
+        ("paths.results_dir", "read-only-parent"),
+        ("paths.results_dir", "a-file"),
+    ],
+)
 def test_an_unusable_output_folder_is_one_line_before_hydra_writes(tmp_path, key, shape):
     """The trial: Hydra's traceback came before the project's own check (it writes the run folder first)."""
     folder = tmp_path / "out"
