@@ -123,9 +123,8 @@ class StopOnSignal(pl.callbacks.Checkpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         install()
         _State.training, self.started = True, True
-        if (
-            self._restore is not None
-        ):  # the loader's iterator drew a seed since the checkpoint restored the RNG
+        # Resumed mid-epoch: the loader's new iterator drew a number since the checkpoint restored the RNG.
+        if self._restore is not None:
             set_rng_state(self._restore["rng"])
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
