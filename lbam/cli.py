@@ -1,6 +1,8 @@
-"""One line for Hydra's own errors: before Hydra runs, the command line's overrides are parsed and composed once
-(each option of a swept config group too), and an unknown key, an unknown group option or an unparsable override
-becomes `error: …` on stderr with what to change, and exit status 2. Hydra would print a multi-line block ending in
+"""One line for Hydra's own errors, and for output folders that cannot be written: before Hydra runs (and creates
+the run's folder), the command line's overrides are parsed and composed once (each option of a swept config group
+too), and an unknown key, an unknown group option or an unparsable override, or an experiments or results folder
+that is not a folder, read-only or on a full disk, becomes `error: …` on stderr with what to change, and exit
+status 2. Hydra would print a multi-line block ending in
 "Set the environment variable HYDRA_FULL_ERROR=1"; with HYDRA_FULL_ERROR=1 this check steps aside.
 """
 
@@ -8,15 +10,28 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
+import stat
 import sys
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # Hydra's flags that take a value (the value is not an override).
 _VALUED = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p", "--package",
            "-c", "--cfg", "--experimental-rerun"}  # fmt: skip
 _INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # --info's optional value
 _STEP_ASIDE = {"-h", "--help", "--hydra-help", "--version", "-sc", "--shell-completion"}
+_PRINT_ONLY = {
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-p",
+    "--package",
+}  # they write nothing: no output folder needed
+# A run writes a checkpoint, logs and a row: less free space than this is a full disk for it.
+MIN_FREE_BYTES = 16 * 2**20
 
 
 def overrides_of(argv: list[str]) -> list[str]:
@@ -105,18 +120,47 @@ def precheck(argv: list[str]) -> None:
             break
         except (HydraException, OmegaConfBaseException):
             continue
+    cfg = None
     for index, replacement in [(None, None), *variants]:
         trial = list(first) if index is None else [*first[:index], replacement, *first[index + 1 :]]
         try:
-            compose(trial, with_hydra=True)
+            composed = compose(trial, with_hydra=True)
         except (HydraException, OmegaConfBaseException) as e:
             culprit = replacement or _culprit(trial, e)
             _fail(explain(e, culprit, base))
+        cfg = cfg or composed
+    if cfg is not None and not any(a in _PRINT_ONLY for a in argv):
+        for key in ("paths.experiments_dir", "paths.results_dir"):
+            if problem := folder_problem(OmegaConf.select(cfg, key)):
+                _fail(f"{key}={OmegaConf.select(cfg, key)}: {problem}; point {key} at a writable folder")
+
+
+def folder_problem(path, min_free: int = MIN_FREE_BYTES) -> str | None:
+    """Why the output folder ``path`` (it or the nearest folder above it that exists) cannot take a run's files:
+    not a folder, read-only, or a file system with less than ``min_free`` bytes free; None when it can."""
+    where = Path(path).expanduser().absolute()
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        what = "a broken or looping link" if where.is_symlink() and not where.exists() else "not a folder"
+        return f"{where} is {what}"
+    # Mode bits too, not just os.access: root may write anywhere, but a folder marked read-only is meant to stay so.
+    if not os.access(where, os.W_OK | os.X_OK) or not where.stat().st_mode & stat.S_IWUSR:
+        return f"{where} is read-only"
+    free = shutil.disk_usage(where).free
+    if free < min_free:
+        return f"the file system of {where} is full ({free / 2**20:.1f} MiB free, less than {min_free / 2**20:.0f})"
+    return None
 
 
 def _culprit(overrides: list[str], error: Exception) -> str | None:
-    """The override the error names (Hydra quotes its key or its group path)."""
+    """The override the error names (Hydra quotes its key or its group path): the one whose option it could not
+    find first (`attention=lbam attention=foo` names foo, not the valid lbam), else the first with its key."""
     text = str(error)
+    for o in reversed(overrides):
+        key, _, value = o.lstrip("+~").partition("=")
+        if value and f"'{key.replace('.', '/')}/{value}'" in text:
+            return o
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
         if f"'{key}'" in text or f"'{key.replace('.', '/')}/" in text or f"{key}/" in text:

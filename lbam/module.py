@@ -70,6 +70,7 @@ class LitClassifier(pl.LightningModule):
         self._first_step: dict | None = None  # this process's first training step: its seconds and images
         self._bad_step: torch.Tensor | None = None  # first step with a non-finite loss, -1 while none
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._test_finite: torch.Tensor | bool = True
         self._eval_batch = 0
 
     def configure_model(self) -> None:
@@ -196,10 +197,15 @@ class LitClassifier(pl.LightningModule):
 
     def on_test_epoch_start(self):
         self._test = []
+        self._test_finite = True
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        self._test.append((y, self._eval_logits(x).argmax(1)))  # kept on the device until the epoch ends
+        logits = self._eval_logits(x)
+        self._test.append((y, logits.argmax(1)))  # kept on the device until the epoch ends
+        # argmax of NaN logits is a class index: a non-finite model would test as a plausible one (issue #31). On
+        # the device: no host sync per batch.
+        self._test_finite = torch.isfinite(logits).all() & self._test_finite
 
     def on_test_epoch_end(self):
         targets = (
@@ -209,6 +215,10 @@ class LitClassifier(pl.LightningModule):
             torch.cat([p for _, p in self._test]).cpu() if self._test else torch.zeros(0, dtype=torch.long)
         )
         self._test = []
+        if not bool(self._test_finite):
+            raise FloatingPointError(
+                "the test logits hold NaN or infinite values: the trained model is not finite"
+            )
         self.test_predictions = list(zip(targets.tolist(), preds.tolist()))
         k = self.hparams.model_kwargs["num_classes"]
         names = self.hparams.class_names or [str(i) for i in range(k)]

@@ -88,9 +88,12 @@ def default_data_dir() -> Path:
     return project_root() / "data"
 
 
-def data_source(configured: str | None = None, folder: str | None = None) -> tuple[Path, str]:
-    """(data root, which rule chose it: ``LBAM_DATA_DIR``, ``paths.data_dir``, ``shared`` or ``default``)."""
-    env = os.environ.get("LBAM_DATA_DIR")
+def data_source(
+    configured: str | None = None, folder: str | None = None, use_env: bool = True
+) -> tuple[Path, str]:
+    """(data root, which rule chose it: ``LBAM_DATA_DIR``, ``paths.data_dir``, ``shared`` or ``default``);
+    ``use_env=False``: the root the rule gives without ``LBAM_DATA_DIR`` (for messages)."""
+    env = os.environ.get("LBAM_DATA_DIR") if use_env else None
     if env:
         return Path(env).expanduser().resolve(), "LBAM_DATA_DIR"
     if configured:

@@ -3,7 +3,8 @@
 Every run used to repeat: Lightning's litlogger/litmodels tips and "GPU available / TPU available" (info lines of
 Lightning's rank-zero channel), a LeafSpec deprecation inside Lightning's own pytree helper, "no val_dataloader"
 (the module defines a validation step that runs only with a validation split), and "fewer batches than the logging
-interval" (a 25-crop set has one batch per epoch; the runner logs per epoch anyway).
+interval" (a 25-crop set has one batch per epoch; the runner logs per epoch anyway); and "resuming from a checkpoint
+that ended before the epoch ended" (a signal's checkpoint: lbam.interrupt replays the rest of the epoch exactly).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ _MESSAGES = (
         r"The number of training batches \(\d+\) is smaller than the logging interval",
         r"pytorch_lightning\..*",
     ),
+    # A run stopped mid-epoch by a signal replays the rest of that epoch itself (lbam.interrupt).
+    (r"You're resuming from a checkpoint that ended before the epoch ended", r"pytorch_lightning\..*"),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import hashlib
 import io
 import json
@@ -88,6 +89,11 @@ class Row:
     config_hash: str | None = None  # digest(config); the checkpoint carries the same
     split_hash: str | None = None  # digest of the train / val / test sample ids
     predictions_sha256: str | None = None  # sha256 of the predictions file's bytes
+    # The data's content: the digest of its source files, and whether they were the pinned ones at setup (True),
+    # differed under dataset.verify=false (False), or nothing pins them (None: a copy without a manifest; and rows
+    # before 2026-12-08, whose data was checked at download only). lbam.data.verify.
+    data_sha256: str | None = None
+    data_verified: bool | None = None
     resumed: bool = False  # training continued from the checkpoint of an interrupted run
     # Compilation and sharing: what the speed figures mean.
     compiles: int | None = None  # torch.compile graph compilations during the run; None when not compiled
@@ -173,19 +179,14 @@ def row_problem(d: Any) -> str | None:
             return f"{key}={value!r} is not {admitted[0].__name__}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{key}={value!r} is not finite"
-    for key in (
-        "params",
-        "attention_params",
-        "macs",
-        "flops",
-        "n_train",
-        "n_test",
-        "seed",
-        "epochs",
-        "load_average",
-    ):
+    for key in NON_NEGATIVE:
         if isinstance(d.get(key), int | float) and not isinstance(d[key], bool) and d[key] < 0:
             return f"{key}={d[key]} is negative"
+    if d.get("created_at") is not None and not _iso_time(d["created_at"]):
+        return f"created_at={d['created_at']!r} is not an ISO 8601 time with its UTC offset"
+    for i, entry in enumerate(d.get("history") or ()):
+        if problem := _epoch_problem(entry):
+            return f"history[{i}]: {problem}"
     for key in NAMES:
         if not d[key].strip():
             return f"{key}={d[key]!r} is empty"
@@ -196,6 +197,35 @@ def row_problem(d: Any) -> str | None:
             return f"{key}={d[key]!r} is not a list of strings"
     if d["status"] == "ok" and d["n_test"] < 1:
         return f"n_test={d['n_test']}: an ok row has test samples"
+    return None
+
+
+# Counts, sizes, times and rates: never negative.
+NON_NEGATIVE = ("params", "attention_params", "macs", "flops", "n_train", "n_val", "n_test", "seed", "epochs",
+                "steps", "train_seconds", "compile_seconds", "images_per_second", "compiles", "load_average",
+                "cpu_count", "world_size", "concurrent_jobs")  # fmt: skip
+
+
+def _iso_time(text) -> bool:
+    try:
+        return isinstance(text, str) and dt.datetime.fromisoformat(text).utcoffset() is not None
+    except ValueError:
+        return False
+
+
+def _epoch_problem(entry) -> str | None:
+    """Why one history entry states an impossible number (a NaN or infinite value, a negative loss, time or
+    count, an accuracy above 1); None when it does not. Entries that are not numbers are left to the readers,
+    which skip them (the figures draw what they can)."""
+    if not isinstance(entry, dict):
+        return None
+    for key, value in entry.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value) or value < 0:
+            return f"{key}={value!r} is not a finite number >= 0"
+        if key in ("train_acc", "val_acc") and value > 1:
+            return f"{key}={value!r} is not a fraction in [0, 1]"
     return None
 
 

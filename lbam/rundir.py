@@ -21,6 +21,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from lbam.checkpoint import problem
 from lbam.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ class RunLock:
         if not self.active:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():  # no run makes one; the stale-lock logic would fail on it with another hint
+            raise RunLockedError(
+                f"the lock of run {self.name}, {self.path}, is a folder, not a lock file: remove it (rm -r "
+                f"{self.path}) unless something of yours uses it"
+            )
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -164,34 +170,33 @@ def remove_stale_temps(run_dir: Path, row_file: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def usable_checkpoint(path: Path, identity: dict | None = None, move_aside: bool = True) -> Path | None:
-    """``path`` when it holds a loadable checkpoint of this run; None when absent. A checkpoint that cannot be read
-    (truncated, empty) or that belongs to another run (its `lbam_identity` differs from ``identity``: another
-    seed, another config, another data split) is moved aside with one warning line (by rank 0: ``move_aside``),
-    and the run starts afresh."""
+def usable_checkpoint(
+    path: Path, identity: dict | None = None, move_aside: bool = True, expected: dict | None = None
+) -> Path | None:
+    """``path`` when it holds a checkpoint this run can resume from; None when absent. One that cannot be read
+    (truncated, empty), belongs to another run (its `lbam_identity` differs from ``identity``: another seed,
+    config, data split or data), holds other weights than it was saved with (its stored sha256), non-finite
+    values, or weights that do not fit ``expected`` (the model's state dict) is moved aside once, with one
+    warning line (by rank 0: ``move_aside``), and the run starts afresh (``lbam.checkpoint.problem``)."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "state_dict" not in state:
-            raise ValueError("no state_dict")
     except Exception as e:  # any failure to read it means it cannot be resumed from
-        if move_aside:
-            reason = str(e).splitlines()[0][:120] if str(e) else ""
-            _move_aside(path, "corrupt", f"is unreadable ({type(e).__name__}: {reason})")
-        return None
-    theirs = state.get("lbam_identity") or {}
-    if identity is not None:
-        differ = [k for k in identity if theirs.get(k) != identity[k]]
-        if differ:
-            what = ", ".join(f"{k} {theirs.get(k)!r} vs {identity[k]!r}" for k in differ)
-            if move_aside:
-                _move_aside(path, "foreign", f"belongs to another run ({what})")
-            return None
-    return path
+        reason = str(e).splitlines()[0][:120] if str(e) else ""
+        found = ("corrupt", f"is unreadable ({type(e).__name__}: {reason})")
+    else:
+        found = problem(state, identity, expected)
+    if found is None:
+        return path
+    if move_aside:
+        set_aside(path, *found)
+    return None
 
 
-def _move_aside(path: Path, kind: str, why: str) -> None:
+def set_aside(path: Path, kind: str, why: str) -> None:
+    """Move the checkpoint at ``path`` to ``<name>.<kind>-<UTC time>`` with one warning line saying why: it is
+    never tried again, and never deleted (it may be evidence)."""
     aside = path.with_name(f"{path.name}.{kind}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
     os.replace(path, aside)
     log.warning("checkpoint %s %s; moved it to %s and training from scratch", path, why, aside.name)

@@ -6,17 +6,30 @@ row (full disk, read-only) leaves it in the run directory, with one line saying 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
 from lbam.config import relevant_overrides, to_container
 from lbam.paths import PACKAGE_DIR
-from lbam.results import Row, RowError, device_string, digest, git_commit, load_row, row_path, write_row
+from lbam.results import (
+    Row,
+    RowError,
+    device_string,
+    digest,
+    git_commit,
+    load_row,
+    predictions_path,
+    row_path,
+    write_row,
+)
 
 log = logging.getLogger("lbam.train")
 # The trainer keys that change what a run computes (the others say where and how fast it runs).
@@ -71,13 +84,15 @@ def base_row(
         n_train=int(meta["n_train"]),
         n_val=int(meta.get("n_val", 0)),
         n_test=int(meta["n_test"]),
-        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std")},
+        data={k: v for k, v in meta.items() if k not in ("root", "cache", "mean", "std", *_OWN_FIELDS)},
         datamodule=dm.describe(),
         analysis=to_container(cfg.get("analysis")) or {},
         predictions_file=f"{name}.preds.csv",
         config=identity["config"],
         config_hash=identity["config_hash"],
         split_hash=identity["split_hash"],
+        data_sha256=dm.data_sha256,
+        data_verified=dm.data_verified,
         resumed=resumed,
         world_size=world,
         concurrent_jobs=jobs,
@@ -86,6 +101,9 @@ def base_row(
         commit=git_commit(PACKAGE_DIR),
         torch_version=torch.__version__,
     )
+
+
+_OWN_FIELDS = ("data_sha256", "data_verified")  # metadata the row holds as fields of its own
 
 
 def thinned(history: list[dict], keep: int = 50) -> list[dict]:
@@ -111,23 +129,44 @@ def save_row(row: Row, preds, results_dir: Path, run_dir: Path) -> Path:
     """
     target = row_path(results_dir, row.experiment, row.run_name)
     if row.status != "ok" and _is_ok_row(target):
-        kept = _write_json(Path(run_dir) / "failed_row.json", row)
+        try:
+            kept = _write_json(Path(run_dir) / "failed_row.json", row)
+        except OSError as e:  # e.g. a full disk: the failure is logged, the ok row is what matters
+            log.warning(
+                "the rerun failed (%s); the ok row %s is kept; the failed row could not be written to %s (%s)",
+                row.error, target, run_dir, e.strerror or e,
+            )  # fmt: skip
+            return target
         log.warning("the rerun failed; the ok row %s is kept, the failed row is in %s", target, kept)
         return kept
     try:
         return write_row(row, preds, results_dir)
     except OSError as e:
         reason = e.strerror or str(e)
-    for folder in (Path(run_dir), Path(tempfile.mkdtemp(prefix="lbam-row-"))):
-        try:
-            path = write_row(row, preds, folder / "unsaved")
-        except OSError:
-            continue
-        raise RowNotSaved(
-            f"cannot write the row of {row.experiment}/{row.run_name} to {target.parent} ({reason}); the finished "
-            f"result is in {path.parent}: move it there once there is room (or fix the folder's permissions)"
-        )
-    raise RowNotSaved(f"cannot write the row of {row.experiment}/{row.run_name} anywhere ({reason})")
+    path = _write_elsewhere(row, preds, Path(run_dir))
+    if path is None:
+        raise RowNotSaved(f"cannot write the row of {row.experiment}/{row.run_name} anywhere ({reason})")
+    raise RowNotSaved(
+        f"cannot write the row of {row.experiment}/{row.run_name} to {target.parent} ({reason}); the finished "
+        f"result is in {path.parent}: move it there once there is room (or fix the folder's permissions)"
+    )
+
+
+def _write_elsewhere(row: Row, preds, run_dir: Path) -> Path | None:
+    """The row written under ``run_dir/unsaved``, else a new temp folder (removed again when that fails too)."""
+    try:
+        return write_row(row, preds, run_dir / "unsaved")
+    except OSError:
+        pass
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="lbam-row-"))
+    except OSError:
+        return None
+    try:
+        return write_row(row, preds, folder / "unsaved")
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def _is_ok_row(path: Path) -> bool:
@@ -143,8 +182,71 @@ def _write_json(path: Path, row: Row) -> Path:
     return atomic_write(path, json.dumps(dataclasses.asdict(row), indent=2) + "\n")
 
 
+def finished_row(out: Path) -> Row | None:
+    """The ok row of a run that finished here, when it and its predictions are intact; None (with one line)
+    when the run must run again, e.g. its predictions file was deleted."""
+    try:
+        row = load_row(out)
+        preds = predictions_path(row, out)
+        ok = row.status == "ok" and preds.is_file()
+        if ok and row.predictions_sha256 is not None:
+            ok = hashlib.sha256(preds.read_bytes()).hexdigest() == row.predictions_sha256
+    except (RowError, OSError) as e:
+        row, ok = None, False
+        log.info("%s: %s", out, e)
+    if not ok:
+        log.warning(
+            "%s finished here, but its row or predictions are missing or changed: running it again", out
+        )
+    return row if ok else None
+
+
 def identity_of(cfg: DictConfig, dm, name: str) -> dict:
     """What the checkpoint and the row claim to be: the run name, the config (and its hash), the split's hash."""
     config = identity_config(cfg, dm)
     split = digest({"train": dm.train_ids, "val": dm.val_ids, "test": dm.test_ids})
     return {"run_name": name, "config": config, "config_hash": digest(config), "split_hash": split}
+
+
+def test_predictions(cfg, trainer: pl.Trainer, module, dm, last: Path) -> list[tuple[str, int, int]]:
+    """The test predictions, (id, target, pred) in test order, evaluated once on one device (no padded shards)."""
+    tester = trainer
+    if trainer.world_size > 1 or not module.history:
+        # Ranks trained in other processes (ddp_spawn) or beside this one (ddp): the weights are here, the
+        # history is in the checkpoint. A fresh one-device trainer, outside any cluster environment, tests.
+        from lightning_fabric.plugins.environments import LightningEnvironment
+
+        module.history = module.history or torch.load(last, weights_only=True)["lbam_history"]
+        tester = pl.Trainer(
+            accelerator=cfg.trainer.accelerator,
+            devices=1,
+            precision=cfg.trainer.precision,
+            logger=False,
+            enable_progress_bar=False,
+            plugins=[LightningEnvironment()],
+        )
+    tester.test(module, datamodule=dm, verbose=False)
+    preds = list(zip(dm.test_ids, *zip(*module.test_predictions)))
+    if len(preds) != len(dm.test_ids):
+        raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
+    return preds
+
+
+def mean(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 2) if known else None
+
+
+def log_hparams(trainer: pl.Trainer, cfg: DictConfig, row) -> None:
+    """TensorBoard's HParams view: the run's overrides as hyper-parameters, its final metrics as their values."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    params = {"experiment": cfg.experiment_name, "attention": cfg.attention.name, "seed": int(cfg.seed)}
+    params |= dict(o.split("=", 1) for o in row.overrides if "=" in o)
+    metrics = {f"hparams/{k}": getattr(row, k) for k in ("test_acc", "test_balanced_acc", "test_macro_f1")}
+    if row.val_acc is not None:
+        metrics["hparams/val_acc"] = row.val_acc
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics)
+            logger.finalize("success")

@@ -25,13 +25,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from lbam import interrupt
+from lbam.checkpoint import Seal, non_finite
 from lbam.compile import RecompileWatch, fresh_compile_state
 from lbam.config import CONFIG_DIR, ConfigError, build_or_fail, check, resolve_auto, run_name, to_container
 from lbam.data import DataError
+from lbam.interrupt import Interrupted, StopOnSignal
 from lbam.module import LitClassifier, throughput
 from lbam.progress import Bar
 from lbam.quiet import log_to_stderr, silence_known_noise
-from lbam.results import load_row, row_path
+from lbam.results import RowError, row_path
 from lbam.rundir import (
     RunLock,
     RunLockedError,
@@ -40,10 +43,21 @@ from lbam.rundir import (
     global_rank,
     mark_finished,
     remove_stale_temps,
+    set_aside,
     usable_checkpoint,
 )
-from lbam.runrow import RowNotSaved, base_row, identity_of, save_row, thinned
-from lbam.sweep import concurrent_jobs, record_failure
+from lbam.runrow import (
+    RowNotSaved,
+    base_row,
+    finished_row,
+    identity_of,
+    log_hparams,
+    mean,
+    save_row,
+    test_predictions,
+    thinned,
+)
+from lbam.sweep import concurrent_jobs, record, record_failure, signalled, summarize
 
 log = logging.getLogger("lbam.train")  # also when run as __main__: lbam.* loggers print to stderr
 USER_ERRORS = (ConfigError, DataError, RunLockedError, RowNotSaved)
@@ -96,6 +110,15 @@ def train(
     silence_known_noise()
     log_to_stderr()
     overrides = _task_overrides() if overrides is None else list(overrides)
+    with (
+        interrupt.Signals()
+    ):  # SIGTERM / SIGINT: a resumable checkpoint, then exit 143 / 130 (lbam.interrupt)
+        if signum := interrupt.received() or signalled():  # after a signal, a sweep starts no new run
+            raise Interrupted(signum, "not started: a signal came first", started=False)
+        return _train(cfg, overrides, callbacks)
+
+
+def _train(cfg: DictConfig, overrides: list[str], callbacks: Sequence[pl.Callback]) -> dict:
     check(cfg)
     name = run_name(cfg.attention.name, overrides, cfg.seed, cfg.trainer)
     with open_dict(cfg):
@@ -131,24 +154,32 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
     """The run under its lock. Only rank 0 changes the run directory; every rank reads the same checkpoint."""
     if rank0:
         remove_stale_temps(run_dir, out)
-    if finished_here(run_dir) and out.is_file() and not cfg.force:
+    if finished_here(run_dir) and not cfg.force and (done := finished_row(out)) is not None:
         log.info("%s/%s already finished here: skipped (force=true retrains)", cfg.experiment_name, name)
-        return _done(cfg, load_row(out).to_dict())
+        return _done(cfg, done.to_dict())
     dm.prepare_data()
     dm.setup("fit")  # data and config are checked before anything of an earlier run is deleted
     identity = identity_of(cfg, dm, name)
     module.identity = {k: identity[k] for k in ("run_name", "config_hash", "split_hash")}
+    module.identity["data_sha256"] = dm.data_sha256  # another content is another run's checkpoint
     if rank0:
         clear_finished(run_dir)
         if cfg.force:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     last = run_dir / "checkpoints" / "last.ckpt"
-    resume = usable_checkpoint(last, module.identity, move_aside=rank0)
-    row = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
+    resume = usable_checkpoint(last, module.identity, move_aside=rank0, expected=module.state_dict())
+    row = base = base_row(cfg, name, overrides, dm, module, identity, resumed=resume is not None, jobs=jobs)
     extra = [Bar()] if cfg.trainer.enable_progress_bar else []
+    stopper = StopOnSignal(last, dm)  # after the configured LastCheckpoint: its epoch-end save comes first
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), *extra, *callbacks],
+        callbacks=[
+            *(instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
+            *extra,
+            *callbacks,
+            Seal(),
+            stopper,
+        ],
         logger=[instantiate(c) for c in (cfg.get("logger") or {}).values()] or False,
         default_root_dir=run_dir,
     )
@@ -162,7 +193,18 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
                 torch.distributed.destroy_process_group()
             if not trainer.is_global_zero:
                 return {**row.to_dict(), "status": "not rank 0"}  # rank 0 tests and writes the row
-            preds = _test(cfg, trainer, module, dm, last)
+            if (
+                interrupt.received()
+            ):  # after the last batch: the end-of-training checkpoint is the one to resume
+                raise Interrupted(
+                    interrupt.received(), f"interrupted by a signal; checkpoint saved at {last}"
+                )
+            if bad := non_finite({"state_dict": module.state_dict()}):
+                raise FloatingPointError(
+                    f"the trained weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. "
+                    f"{bad[0].lstrip('/')}); lower optimizer.lr or check the data"
+                )
+            preds = test_predictions(cfg, trainer, module, dm, last)
         history = module.history
         ips, compile_s = throughput(history, bool(cfg.model.compile))
         val = [h["val_acc"] for h in history if h["val_acc"] is not None]
@@ -187,22 +229,35 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             if cfg.model.compile
             else None,
             recompile_limit_hit=watch.hit,
-            load_average=_mean([h.get("load") for h in history]),
+            load_average=mean([h.get("load") for h in history]),
             cpu_count=os.cpu_count(),
             val_acc=val[-1] if val else None,
             checkpoint=str(last.relative_to(cfg.paths.experiments_dir)) if last.exists() else None,
         )
-        _log_hparams(trainer, cfg, row)
+        log_hparams(trainer, cfg, row)
     # A failed run is a row; a kill (a BaseException) leaves the checkpoint to resume from.
     except Exception as e:
         if not trainer.is_global_zero:
             raise
-        row.status, row.error, preds = "failed", f"{type(e).__name__}: {str(e).splitlines()[0]}", None
+        row.status, row.error, preds = (
+            "failed",
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}",
+            None,
+        )
         log.error("%s/%s failed: %s", cfg.experiment_name, name, row.error)
         if _verbose(cfg):
             log.exception("traceback")
+        if resume is not None and not stopper.started and last.exists():  # it failed to restore: not again
+            set_aside(last, "unrestorable", f"could not be restored ({row.error[:160]})")
     row.created_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
+    try:
+        path = save_row(row, preds, Path(cfg.paths.results_dir), run_dir)
+    except RowError as e:  # an impossible value in the finished row: the row before training, failed
+        log.error("%s/%s: %s", cfg.experiment_name, name, e)
+        row = dataclasses.replace(
+            base, status="failed", error=f"RowError: {e}"[:300], created_at=row.created_at
+        )
+        path, preds = save_row(row, None, Path(cfg.paths.results_dir), run_dir), None
     if row.status == "ok":
         mark_finished(run_dir, path)
         log.info(
@@ -213,50 +268,6 @@ def _run(cfg, name, overrides, dm, module, run_dir, out, jobs, callbacks, rank0:
             path,
         )
     return _done(cfg, row.to_dict())
-
-
-def _test(cfg, trainer: pl.Trainer, module: LitClassifier, dm, last: Path) -> list[tuple[str, int, int]]:
-    """The test predictions, (id, target, pred) in test order, evaluated once on one device (no padded shards)."""
-    tester = trainer
-    if trainer.world_size > 1 or not module.history:
-        # Ranks trained in other processes (ddp_spawn) or beside this one (ddp): the weights are here, the
-        # history is in the checkpoint. A fresh one-device trainer, outside any cluster environment, tests.
-        from lightning_fabric.plugins.environments import LightningEnvironment
-
-        module.history = module.history or torch.load(last, weights_only=True)["lbam_history"]
-        tester = pl.Trainer(
-            accelerator=cfg.trainer.accelerator,
-            devices=1,
-            precision=cfg.trainer.precision,
-            logger=False,
-            enable_progress_bar=False,
-            plugins=[LightningEnvironment()],
-        )
-    tester.test(module, datamodule=dm, verbose=False)
-    preds = list(zip(dm.test_ids, *zip(*module.test_predictions)))
-    if len(preds) != len(dm.test_ids):
-        raise RuntimeError(f"{len(preds)} test predictions for {len(dm.test_ids)} test samples")
-    return preds
-
-
-def _mean(values: list) -> float | None:
-    known = [v for v in values if v is not None]
-    return round(sum(known) / len(known), 2) if known else None
-
-
-def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, row) -> None:
-    """TensorBoard's HParams view: the run's overrides as hyper-parameters, its final metrics as their values."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    params = {"experiment": cfg.experiment_name, "attention": cfg.attention.name, "seed": int(cfg.seed)}
-    params |= dict(o.split("=", 1) for o in row.overrides if "=" in o)
-    metrics = {f"hparams/{k}": getattr(row, k) for k in ("test_acc", "test_balanced_acc", "test_macro_f1")}
-    if row.val_acc is not None:
-        metrics["hparams/val_acc"] = row.val_acc
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics)
-            logger.finalize("success")
 
 
 def _done(cfg: DictConfig, row: dict) -> dict:
@@ -272,28 +283,47 @@ def _verbose(cfg: DictConfig | None = None) -> bool:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    """One run. In a multirun, a user error or a signal is recorded (lbam.sweep) and the sweep goes on to its
+    next run, which a signal keeps from starting: the sweep's end lists them and sets the exit status."""
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    job = f"{cfg.experiment_name}/{run_name(cfg.attention.name, _task_overrides(), cfg.seed, cfg.trainer)}"
     try:
         row = train(cfg)
     except USER_ERRORS as e:
         if _verbose(cfg):
             raise
         print(f"error: {e}", file=sys.stderr)
+        if multirun:
+            record_failure(job, str(e))
+            return None
         raise SystemExit(2) from None
-    if row["status"] == "failed" and HydraConfig.get().mode.name == "RUN":
+    except Interrupted as e:
+        print(f"{job}: {e}", file=sys.stderr)
+        if multirun:
+            record("interrupted" if e.started else "not started", job, str(e))
+            return None
+        raise SystemExit(e.exit_code) from None
+    if row["status"] == "failed" and not multirun:
         raise SystemExit(1)
     return row.get("val_acc")
 
 
 def main() -> None:
     """Console entry point (`lbam-train`). Hydra's own errors (an unknown key, group option or override syntax)
-    become one line first; the job returns the last validation accuracy to Hydra's sweepers, or None without a
-    validation split: the test split never steers a sweep."""
+    and unusable output folders become one line first; the job returns the last validation accuracy to Hydra's
+    sweepers, or None without a validation split: the test split never steers a sweep. A signal between the runs
+    of a multirun ends it with the same report as its end (lbam.sweep)."""
     from lbam.cli import precheck
     from lbam.paths import announce_root
 
     announce_root("lbam-train")
     precheck(sys.argv[1:])
-    _hydra_main()
+    try:
+        _hydra_main()
+    except Interrupted as e:
+        code = summarize()  # a multirun's outcomes so far, when a signal came between its runs
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(code or e.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -90,6 +90,14 @@ BAD = [
     ("model.compile_mode=fast", "compile_mode='fast' must be one of default, reduce-overhead"),
     ("analysis.noninferiority_margin=2", "noninferiority_margin"),
     ("callbacks=early_stopping", "dataset.val_size > 0"),
+    # Issue #31: 100000 px was not checked (12 GB written before it was stopped); precision=foo failed in a 5-line
+    # block after the data had loaded.
+    ("dataset.image_size=100000", "dataset.image_size=100000 must be an integer in [8, 512] (pixels;"),
+    (
+        "trainer.precision=foo",
+        "trainer.precision='foo' must be one of null, 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true",
+    ),
+    ("trainer.precision=32", "trainer.precision=32 must be one of null, 32-true"),
 ]
 
 

@@ -86,6 +86,9 @@ def damaged(twin, tmp_path, *damages):
 
 
 def setup(root, tmp_path, **kw):
+    """A damaged copy is not the twin's content: its manifest would refuse it; these tests are about what the
+    loader does with such a copy once the user says to take it as it is (dataset.verify=false)."""
+    kw.setdefault("verify", False)
     dm = SyntheticBCCDDataModule(root=root, cache_dir=tmp_path / "cache", image_size=16, **kw)
     dm.setup()
     return dm
@@ -125,6 +128,20 @@ def test_non_finite_and_degenerate_boxes_are_skipped_and_named(twin100, tmp_path
     assert "BloodImage_00016#3" in setup(root, tmp_path).ids  # the image's other boxes stay
 
 
+def test_a_box_reaching_past_the_image_is_skipped_not_clipped(twin100, tmp_path):
+    """The trial: coordinates of 1e30 were clipped to the image and trained as a crop of half the smear. A box may
+    reach 1 px past the border (rounding: clipped, the twin's own image 0 has one); further, it is skipped."""
+    root = damaged(twin100, tmp_path, "box:0:10,10,1e30,40", "box:1:-5,10,30,30", "box:2:-1,10,30,30")
+    dm = setup(root, tmp_path)
+    reasons = {s["id"]: s["reason"] for s in dm.metadata["skipped_items"]}
+    assert reasons["BloodImage_00016#0"] == (
+        "box (xmin=10, ymin=10, xmax=1e+30, ymax=40) reaches 1e+30 px past the 160x120 image (more than 1)"
+    )
+    assert reasons["BloodImage_00016#1"].endswith("reaches 5 px past the 160x120 image (more than 1)")
+    assert "BloodImage_00016#2" in dm.ids and "BloodImage_00016#2" not in reasons  # 1 px: clipped
+    assert dm.metadata["skipped"] == len(reasons) == 3  # + the twin's degenerate box: counted
+
+
 def test_links_encodings_and_bombs_are_skipped_in_one_line(twin100, tmp_path):
     """Each of these was a traceback in training; now a skipped item with its reason."""
     root = damaged(twin100, tmp_path, "xml-loop", "jpg-dangling", "xml-dangling", "encoding", "bomb")
@@ -143,7 +160,7 @@ def test_the_skipped_items_are_logged_once_in_one_line(twin100, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="lbam.data"):
         for _ in range(3):  # a sweep's runs in one process
             setup(root, tmp_path)
-    lines = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "lbam_skipped", False)]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"synthetic_bccd: skipped 3 item(s) in {root / 'BCCD'}: BloodImage_00000#")
     assert "BloodImage_00013 (unreadable" in lines[0] and "lbam.data info dataset=synthetic_bccd" in lines[0]
@@ -154,10 +171,12 @@ def test_info_lists_every_skipped_item_without_the_log_line(twin100, tmp_path, c
     root = damaged(twin100, tmp_path, "zero-bytes", "missing", "encoding")
     monkeypatch.setenv("LBAM_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level(logging.WARNING, logger="lbam.data"):
-        assert cli_main(["info", "dataset=synthetic_bccd", f"dataset.root={root}"]) == 0
+        assert (
+            cli_main(["info", "dataset=synthetic_bccd", f"dataset.root={root}", "dataset.verify=false"]) == 0
+        )
     out = capsys.readouterr().out
     assert "skipped   4" in out and all(f"  BloodImage_000{k}:" in out for k in (13, 14, 20))
-    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert not [r for r in caplog.records if getattr(r, "lbam_skipped", False)]
 
 
 def test_too_many_bad_files_refuse_the_dataset(twin100, tmp_path):

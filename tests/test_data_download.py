@@ -174,7 +174,12 @@ def test_install_verifies_checksum_and_renames_atomically(tmp_path, bccd_zip):
         _install(archive, digest, tmp_path / "BCCD", expected_images=364)
     assert os.listdir(tmp_path) == []  # nothing that looks like a dataset, no temp folder
     target = _install(archive, digest, tmp_path / "BCCD")
-    assert sorted(p.name for p in target.iterdir()) == ["Annotations", "ImageSets", "JPEGImages"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "Annotations",
+        "ImageSets",
+        "JPEGImages",
+        "SHA256SUMS",
+    ]
     assert os.listdir(tmp_path) == ["BCCD"]
 
 
@@ -224,9 +229,11 @@ def test_pets_archives_install_side_by_side_and_both_are_needed(tmp_path, monkey
         dm.prepare_data()
     monkeypatch.setattr("lbam.data.oxford_pets.PETS_SOURCES", archives)
     dm.prepare_data()
-    assert sorted(p.name for p in dm.dataset_dir().iterdir()) == ["annotations", "images"]
+    # The download writes the manifest of what its checked archives held: every later setup verifies against it.
+    assert sorted(p.name for p in dm.dataset_dir().iterdir()) == ["SHA256SUMS", "annotations", "images"]
     dm.setup()
     assert dm.metadata["n_total"] == 95 and dm.metadata["skipped_items"][0]["id"] == "British_Shorthair_1"
+    assert dm.data_verified is True
 
 
 def test_read_only_data_dir_is_left_alone(tmp_path, bccd_zip):
@@ -382,3 +389,36 @@ def test_only_the_default_data_dir_may_be_created(tmp_path, monkeypatch, offline
     with pytest.raises(DataError, match=r"elsewhere \(paths.data_dir or dataset.root\) not found"):
         BCCDDataModule(root=tmp_path / "elsewhere", cache_dir=tmp_path, download=True).prepare_data()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_missing_data_dir_names_the_root_that_is_used_without_it(tmp_path, monkeypatch):
+    """Issue #32: with LBAM_DATA_DIR=/nonexistent the message named <root>/data as the fallback while
+    ../shared/data (which holds BCCD) is the root actually used once the variable is unset."""
+    monkeypatch.setenv("LBAM_ROOT", str(tmp_path / "checkout"))
+    (tmp_path / "shared" / "data" / "BCCD").mkdir(parents=True)
+    monkeypatch.setenv("LBAM_DATA_DIR", str(tmp_path / "nonexistent"))
+    with pytest.raises(DataError) as err:
+        BCCDDataModule(root=tmp_path / "nonexistent", cache_dir=tmp_path / "cache").setup()
+    assert str(err.value).endswith(f"(unset, the data root is {tmp_path / 'shared' / 'data'})")
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_a_member_nested_2000_folders_deep_is_one_line(tmp_path, kind):
+    """Was a RecursionError (os.makedirs recurses once per folder)."""
+    name = "d/" * 2000 + "f.txt"
+    archive = tmp_path / f"deep.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr(name, "x")
+    else:
+        with tarfile.open(archive, "w") as tf:
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(dl.UnsafeArchiveError) as err:
+        dl.install("x", [dl.Source(archive.as_uri())], tmp_path / "data" / "X", lambda s: s)
+    assert str(err.value) == (
+        f"archive0: member {name[:60]!r}… is 2001 levels deep (more than 64); refusing the archive"
+    )
+    assert os.listdir(tmp_path / "data") == []

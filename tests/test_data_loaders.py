@@ -12,7 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from lbam.data import BCCDDataModule, DataModule, SyntheticBCCDDataModule, SyntheticPetsDataModule
 from lbam.data.augment import normalise, random_flips, random_resized_crop
-from lbam.data.loaders import BatchDataset
+from lbam.data.loaders import BatchDataset, ShuffledBatches
 
 
 # --- the loader of d5ef74f, verbatim but for names: the reference the new path must reproduce bit for bit ---
@@ -361,3 +361,21 @@ def test_a_trainer_hands_the_model_finished_batches(twins, on_device):
     assert torch.equal(x_test, expected)  # evaluation: the centre crop, no draws
     labels = dict(zip(bccd.ids, bccd.labels.tolist()))
     assert torch.cat([y for _, y in model.seen["test"]]).tolist() == [labels[i] for i in bccd.test_ids]
+
+
+@pytest.mark.parametrize(("n", "size"), [(240, 16), (100, 32), (7, 32)])
+def test_shuffled_batches_draw_the_numbers_of_randomsampler_and_can_replay_an_epoch(n, size):
+    """The committed rows were trained with BatchSampler(RandomSampler(n), size, drop_last=True): the same batches
+    from the same global RNG state, and the same RNG state after. An epoch resumed at batch k (a signal's
+    checkpoint) replays the rest of the same batches without drawing."""
+    size = min(size, n)
+    torch.manual_seed(3)
+    old = [list(b) for _ in range(2) for b in BatchSampler(RandomSampler(range(n)), size, drop_last=True)]
+    after_old = torch.get_rng_state()
+    torch.manual_seed(3)
+    sampler = ShuffledBatches(n, size)
+    new = [b for _ in range(2) for b in sampler]
+    assert new == old and torch.equal(torch.get_rng_state(), after_old) and len(sampler) == n // size
+    state = torch.get_rng_state()
+    sampler.resume(sampler.seed, 1)
+    assert list(sampler) == new[len(sampler) + 1 :] and torch.equal(torch.get_rng_state(), state)

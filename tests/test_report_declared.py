@@ -51,7 +51,10 @@ def _scratch(results: Path, source: Path, attention: str, seed: int, overrides: 
     row.overrides, row.seed = overrides, seed
     row.run_name = row.predictions_file = run_name(attention, overrides, seed)
     row.predictions_file += ".preds.csv"
-    row.config = {**row.config, "seed": seed}  # a scratch run's own config
+    row.config = {**row.config, "seed": seed}  # a scratch run's own config, which states its overrides
+    for o in overrides:
+        (group, key), value = o.split("=")[0].split("."), int(o.split("=")[1])
+        row.config[group] = {**row.config[group], key: value}
     return write_row(vouch(row), preds, results)
 
 

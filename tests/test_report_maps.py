@@ -11,10 +11,11 @@ import torch
 from report_rows import declare, vouch
 from torch import nn
 
+from lbam.checkpoint import DIGEST, weights_digest
 from lbam.models import build_backbone
 from lbam.report import main, maps
 from lbam.report.rows import ReportError, load_results
-from lbam.results import Row, write_row
+from lbam.results import Row, load_row, write_row
 
 CLASSES = ["WBC", "RBC", "Platelets"]
 N = 12
@@ -40,14 +41,23 @@ def put(results: Path, attention: str, checkpoint: str | None, datamodule=None) 
     return write_row(vouch(row), list(zip(ids, targets, targets)), results)
 
 
-def save_checkpoint(path: Path, attention: str) -> None:
+def save_checkpoint(path: Path, attention: str, row: Path | None = None) -> None:
+    """A checkpoint as the runner writes it: weights, hyper-parameters, its run's identity (that of the row
+    file ``row``) and the digest of its weights."""
     torch.manual_seed(0)
     model = build_backbone(**KWARGS, attention=attention)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"hyper_parameters": {"model_kwargs": {**KWARGS, "attention": attention}}, "state_dict": state}, path
-    )
+    ckpt = {"hyper_parameters": {"model_kwargs": {**KWARGS, "attention": attention}}, "state_dict": state}
+    if row is not None:
+        r = load_row(row)
+        ckpt["lbam_identity"] = {
+            "run_name": r.run_name,
+            "config_hash": r.config_hash,
+            "split_hash": r.split_hash,
+        }
+        ckpt[DIGEST] = weights_digest(ckpt)
+    torch.save(ckpt, path)
 
 
 class Gate(nn.Module):
@@ -143,8 +153,7 @@ def test_only_a_datamodule_of_lbam_data_is_built(tmp_path, target):
 def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, capsys):
     exp = tmp_path / "experiments"
     for att in ("lbam", "bam"):
-        save_checkpoint(exp / att / "last.ckpt", att)
-        put(tmp_path, att, f"{att}/last.ckpt")
+        save_checkpoint(exp / att / "last.ckpt", att, put(tmp_path, att, f"{att}/last.ckpt"))
     torch.manual_seed(1)
     images, labels = torch.randn(N, 3, 32, 32), torch.arange(N) % 3
     batches = [(images[:6], labels[:6]), (images[6:], labels[6:])]
@@ -160,6 +169,52 @@ def test_attention_maps_figure_from_cnn4_checkpoints(tmp_path, monkeypatch, caps
     assert main(["attention-maps", *map(str, args)]) == 0
     out = tmp_path / "figures" / "exp_attention_maps.png"
     assert str(out) in capsys.readouterr().out and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("swap", ["another-seed", "bam-as-lbam", "nan-weights", "bit-rot", "no-identity"])
+def test_a_checkpoint_that_is_not_the_rows_is_refused(tmp_path, capsys, swap):
+    """The trial: the maps drew whatever checkpoint sat in the slot (another seed's, BAM weights under LBAM's name,
+    NaN weights), each a figure and exit 0. They are checked as the runner checks them before resuming."""
+    exp = tmp_path / "experiments"
+    rows = {att: put(tmp_path, att, f"{att}/last.ckpt") for att in ("lbam", "bam")}
+    save_checkpoint(exp / "bam" / "last.ckpt", "bam", rows["bam"])
+    lbam = exp / "lbam" / "last.ckpt"
+    save_checkpoint(lbam, "lbam", rows["lbam"])
+    ckpt = torch.load(lbam, weights_only=True)
+    if swap == "another-seed":
+        ckpt["lbam_identity"]["run_name"] = "lbam__seed1"
+    elif swap == "bam-as-lbam":
+        ckpt = torch.load(exp / "bam" / "last.ckpt", weights_only=True)
+    elif swap == "nan-weights":
+        next(iter(ckpt["state_dict"].values())).fill_(float("nan"))
+        ckpt[DIGEST] = weights_digest(ckpt)  # even resealed: NaN is never drawn
+    elif swap == "bit-rot":
+        next(iter(ckpt["state_dict"].values())).mul_(2)  # finite, plausible, not the saved weights
+    else:
+        del ckpt["lbam_identity"]
+    torch.save(ckpt, lbam)
+    args = ["--experiment", "exp", "--results-dir", tmp_path, "--experiments-dir", exp]
+    assert main(["attention-maps", *map(str, args)]) == 1
+    why = {
+        "another-seed": "belongs to another run (run_name 'lbam__seed1' vs 'lbam__seed0')",
+        "bam-as-lbam": "belongs to another run (run_name 'bam__seed0' vs 'lbam__seed0')",
+        "nan-weights": "holds NaN or infinite values in 1 tensor(s), e.g. state_dict/model.",
+        "bit-rot": "holds other weights than it was saved with",
+        "no-identity": "belongs to another run (run_name None vs 'lbam__seed0'",
+    }[swap]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{lbam}: refusing to draw it as run lbam__seed0" in err and why in err, (
+        err
+    )
+    assert not (tmp_path / "figures").exists()
+
+
+def test_an_unknown_experiment_is_an_error(tmp_path, capsys):
+    put(tmp_path, "lbam", None)
+    assert main(["attention-maps", "--experiment", "nosuch", "--results-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"lbam.report: error: no official runs of experiment 'nosuch' in {tmp_path} (experiments: exp)"
+    )
 
 
 def test_a_row_without_datamodule_is_one_line(tmp_path):

@@ -213,3 +213,69 @@ def test_a_deeply_nested_row_is_one_line(tmp_path, capsys):
     refused(capsys, tmp_path, deep, "nested too deeply")
     rc, _, err = run_cli(capsys, "tables", "--results-dir", tmp_path, "--skip-invalid")
     assert rc == 0 and "deep.json" in err and "Traceback" not in err
+
+
+# Issue #31: fields that disagree with their own config, impossible values, dirty commits, unverified data
+
+LR = CONFIG | {"optimizer": {"lr": 0.001}, "dataset": {"image_size": 48, "train_subset": None}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["optimizer.lr=0.5"], "its override optimizer.lr=0.5 but its config says optimizer.lr=0.001"),
+        (["dataset.train_subset=25"], "its override dataset.train_subset=25 but its config says "),
+        (["profile=full"], "its override profile=full but its config says profile='quick'"),
+    ],
+)
+def test_an_override_its_config_does_not_state_is_refused(tmp_path, capsys, overrides, needle):
+    """The trial: a row whose config says lr = 1e-3 but which claims optimizer.lr=0.5 was reported as lr = 0.5."""
+    put(tmp_path, "lbam", config=LR | {"optimizer": {"lr": 0.5}}, overrides=["optimizer.lr=0.5"])
+    put(tmp_path, "lbam", 1, config=LR | {"seed": 1}, overrides=["optimizer.lr=1e-3"])  # agree: both kept
+    assert len(load_results(tmp_path).other) == 2
+    path = put(tmp_path, "lbam", 2, config=LR | {"seed": 2}, overrides=overrides)
+    refused(capsys, tmp_path, path, needle)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (
+            {"history": [{"epoch": 1, "train_loss": NAN, "train_acc": 0.5}]},
+            "history[0]: train_loss=nan is not a",
+        ),
+        (
+            {"history": [{"epoch": 1, "train_loss": 0.3, "train_acc": -0.2}]},
+            "history[0]: train_acc=-0.2 is not a",
+        ),
+        ({"history": [{"epoch": 1, "train_loss": 0.3, "train_acc": 1.5}]}, "train_acc=1.5 is not a fraction"),
+        (
+            {"history": [{"epoch": 1, "seconds": -3.0}]},
+            "history[0]: seconds=-3.0 is not a finite number >= 0",
+        ),
+        ({"train_seconds": -10.0}, "train_seconds=-10.0 is negative"),
+        ({"images_per_second": -1}, "images_per_second=-1 is negative"),
+        ({"created_at": "last tuesday"}, "created_at='last tuesday' is not an ISO 8601 time"),
+        ({"created_at": "2026-01-01T00:00:00"}, "with its UTC offset"),
+    ],
+)
+def test_impossible_values_are_refused(tmp_path, capsys, change, needle):
+    put(tmp_path, "none")
+    path = edit(put(tmp_path, "lbam"), **change)
+    refused(capsys, tmp_path, path, needle)
+
+
+def test_a_dirty_commit_is_shown_dirty_and_unverified_data_is_flagged(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
+    put(tmp_path, "none", commit="0123456789abcdef0123+dirty")
+    put(tmp_path, "lbam", commit="0123456789abcdef0123", data_verified=False)
+    rc, _, err = run_cli(capsys, "readme", "--results-dir", tmp_path, "--readme", readme)
+    assert rc == 0
+    text = readme.read_text()
+    assert "commit 0123456789ab, 0123456789ab+dirty" in text
+    note = "1 run(s) trained on data that differs from its pinned content (dataset.verify=false), e.g. exp/lbam__seed0"
+    assert f"**{note}.**" in text and err.strip() == f"lbam.report: warning: {note}"

@@ -251,6 +251,8 @@ def _cli(*args, env=None, timeout=600):
         (["-m", "attention=lbam,sse"], "attention=sse is not an option of attention"),
         (["trainer.max_epochs=["], "cannot parse the command line's overrides"),
         (["experimen=embodiment1"], "did you mean experiment?"),
+        # Issue #31: the valid attention=lbam was blamed for attention=foo.
+        (["attention=lbam", "attention=foo"], "attention=foo is not an option of attention (one of: bam,"),
     ],
 )
 def test_hydra_composition_errors_are_one_line(tmp_path, args, message):

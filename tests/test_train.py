@@ -128,6 +128,10 @@ def test_embodiment1_end_to_end_on_synthetic_bccd(emb1_run):
     assert row["cpu_count"] == os.cpu_count() and row["load_average"] >= 0
     assert all(h["load"] >= 0 for h in row["history"])
     assert row["datamodule"]["_target_"].endswith("SyntheticBCCDDataModule")
+    # The twin was checked against the manifest written with it; its content digest also keys the cache.
+    assert (
+        row["data_verified"] is True and len(row["data_sha256"]) == 64 and "data_verified" not in row["data"]
+    )
     assert "root" not in row["datamodule"] and "cache_dir" not in row["datamodule"]
     logs = list(run_dir(out, row).glob("logs/version_*/metrics.csv"))
     assert len(logs) == 1 and "train_loss" in logs[0].read_text()

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from lbam.data.errors import DataError
+from lbam.data import verify
+from lbam.data.errors import DataError, not_found
 from lbam.paths import CONFIG_DIR  # also registers the path resolvers the configs use
 
 USAGE = "usage: python -m lbam.data {download,info} dataset=bccd|oxford_pets|synthetic_bccd|synthetic_pets [key=value ...]"
@@ -44,6 +45,11 @@ def info(dm) -> str:
     lines = [
         f"dataset   {m['dataset']}" + ("  (SYNTHETIC)" if m["synthetic"] else ""),
         f"root      {m['root']}",
+        f"content   sha256 {m['data_sha256']} ("
+        + {True: "the pinned content", False: "differs from the pinned content", None: "nothing pins it"}[
+            m["data_verified"]
+        ]
+        + ")",
         f"cache     {m['cache']} ({'hit' if dm.cache_hit else 'built'} in {time.perf_counter() - t0:.1f} s)",
         f"samples   {m['n_total']} from {m['n_images']} images at {m['image_size']}x{m['image_size']}, split "
         f"by {m['split_by']} (seed {m['split_seed']}); training split {m['n_train_split']}{subset}",
@@ -71,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         if command == "download":
             dm = build([*overrides, "dataset.download=true"])
             dm.prepare_data()
-            print(f"{dm.name}: ready at {dm.dataset_dir().resolve()}")
+            if not dm._exists():  # e.g. a twin's generation; a download that left nothing is an error
+                raise not_found(dm.name, dm.dataset_dir(), dm.urls)
+            verify.check_content(
+                dm
+            )  # "ready" only for the pinned content (or what dataset.verify=false takes)
+            state = {True: "content verified", False: "content NOT verified", None: "no manifest to verify"}
+            print(f"{dm.name}: ready at {dm.dataset_dir().resolve()} ({state[dm.data_verified]})")
         else:
             print(info(build(overrides)))
     except Exception as e:

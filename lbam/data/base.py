@@ -1,5 +1,5 @@
-"""The DataModule interface that the runner and the report read: setup (index, plan, damage check, cache), the
-loaders and the batch hook that augments on the training device."""
+"""The DataModule interface that the runner and the report read: setup (content check, index, plan, damage check,
+cache), the loaders and the batch hook that augments on the training device."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from lbam.data import cache, damage
+from lbam.data import cache, damage, verify
 from lbam.data.augment import augment, channel_stats
-from lbam.data.errors import DataError, DatasetNotFoundError, check_root, not_found  # noqa: F401 (re-exported)
+from lbam.data.errors import (  # noqa: F401 (re-exported)
+    DataError,
+    DatasetNotFoundError,
+    check_root,
+    incomplete,
+    not_found,
+)
 from lbam.data.index import Index
 from lbam.data.loaders import BatchDataset, batch_loader
 from lbam.data.split import SPLIT_BY, plan_split, resolve_size
@@ -47,7 +53,11 @@ class DataModule(pl.LightningDataModule):
     folder: str = ""
     unit: str = "samples"  # what one sample is, in messages: crops, images
     required: tuple[str, ...] = ()  # paths under dataset_dir() that must exist
-    fingerprinted: tuple[str, ...] = ()  # glob patterns under dataset_dir() of the files the cache key hashes
+    fingerprinted: tuple[str, ...] = ()  # glob patterns under dataset_dir() of the files verified and hashed
+    # What pins the content (lbam.data.verify): a manifest in the package and its digest, else the folder's own.
+    pinned_manifest: Path | None = None
+    pinned_digest: str | None = None
+    pinned_test_splits: dict[tuple, str] = {}  # noqa: RUF012 (read-only) split options -> digest of the test ids
     may_create_root: bool = False  # only the default <root>/data may be created by a download
     metadata: dict  # this and the rest after setup()
     train_ids: list[str]
@@ -67,7 +77,7 @@ class DataModule(pl.LightningDataModule):
         split_by: str = "image", split_seed: int = 0, drop_duplicates: bool = True,
         train_subset: int | None = None, subset_seed: int = 0, batch_size: int = 64,
         num_workers: int | None = 0, pin_memory: bool | None = None, on_device: str | bool = "auto",
-        download: bool = False,
+        download: bool = False, verify: bool = True,
     ):  # fmt: skip
         super().__init__()
         if num_workers is None:  # auto: the cores left after two for compute, at most 8. Batches are slices
@@ -83,8 +93,9 @@ class DataModule(pl.LightningDataModule):
                 raise DataError(f"{self.name}: {key} must be an int >= {low}, got {value!r}")
         if split_by not in SPLIT_BY:
             raise DataError(f"{self.name}: split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
-        if not isinstance(drop_duplicates, bool):
-            raise DataError(f"{self.name}: drop_duplicates must be true or false, got {drop_duplicates!r}")
+        for key, value in (("drop_duplicates", drop_duplicates), ("verify", verify)):
+            if not isinstance(value, bool):
+                raise DataError(f"{self.name}: {key} must be true or false, got {value!r}")
         if not (isinstance(on_device, bool) or on_device == "auto"):
             raise DataError(f"{self.name}: on_device must be auto, true or false, got {on_device!r}")
         for key, value in (("train_size", train_size), ("test_size", test_size), ("val_size", val_size)):
@@ -95,9 +106,15 @@ class DataModule(pl.LightningDataModule):
         self.split_by, self.split_seed, self.drop_duplicates = split_by, split_seed, drop_duplicates
         self.train_subset, self.subset_seed = train_subset, subset_seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.on_device, self.download = on_device, bool(download)
+        self.on_device, self.download, self.verify = on_device, bool(download), verify
+        self.data_sha256: str | None = None  # after setup (lbam.data.verify)
+        self.data_verified: bool | None = None
         self.class_names, self.num_classes = list(self.classes), len(self.classes)
         self._ready = False
+        self.train_sampler = None
+        self.resume_at: tuple[int, int] | None = (
+            None  # (epoch seed, batches done) of an epoch stopped mid-way
+        )
         self._placed: tuple[torch.Tensor, torch.Tensor] | None = None  # the cache on the training device
         self._norm: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -116,9 +133,17 @@ class DataModule(pl.LightningDataModule):
         return self.root / self.folder
 
     def _exists(self) -> bool:
+        """Whether the dataset folder is there; DataError when it is there but incomplete (an empty folder, a
+        broken or looping link): downloading would not replace it, so the fix is to remove it first."""
         if not self.may_create_root:
             check_root(self.name, self.root, self.folder)
-        return all((self.dataset_dir() / p).exists() for p in self.required)
+        folder = self.dataset_dir()
+        if not os.path.lexists(folder):
+            return False
+        missing = [p for p in self.required if not (folder / p).exists()]
+        if missing:
+            raise incomplete(self.name, folder, missing)
+        return True
 
     def prepare_data(self) -> None:
         if not self._exists():
@@ -131,12 +156,16 @@ class DataModule(pl.LightningDataModule):
         return plan_split(labels, ids, name=self.name, **{k: getattr(self, k) for k in split_args})
 
     def setup(self, stage: str | None = None) -> None:
-        """Index the source (cheap), plan the split (sizes checked) and weigh the damage, then load or build the
-        decoded cache, and weigh the damage again with the images the decoder rejected."""
+        """Check the source files against their pinned digests, index them (cheap), plan the split (sizes checked)
+        and weigh the damage, then load or build the decoded cache, weigh the damage again with the images the
+        decoder rejected, and check a pinned test split."""
         if self._ready:
             return
         if not self._exists():
             raise not_found(self.name, self.dataset_dir(), self.urls)
+        verify.check_content(
+            self
+        )  # the files are the pinned ones (or dataset.verify=false says so), then index
         index = self._index(self.dataset_dir())
         dropped = {d["id"] for d in index.duplicates} if self.drop_duplicates else set()
         planned = [i for i in index.ids if i not in dropped]
@@ -154,6 +183,7 @@ class DataModule(pl.LightningDataModule):
         n_train_split = len(plan.pop("train_split"))
         self.split_indices = {k: torch.from_numpy(keep[v]) for k, v in plan.items()}
         self._describe(index, len(keep), n_train_split)
+        verify.check_split(self)
         self._ready = True
 
     def cache_key(self) -> dict:
@@ -161,7 +191,7 @@ class DataModule(pl.LightningDataModule):
         decoder = getattr(self._decode, "__qualname__", type(self._decode).__name__)
         return {
             "dataset": self.name,
-            "source": cache.source_fingerprint(self.dataset_dir(), self.fingerprinted),
+            "source": self.data_sha256,  # the content digest of the source files (lbam.data.verify)
             "side": self.stored_size,
             "decoder": f"{getattr(self._decode, '__module__', '')}.{decoder}",
             "version": cache.CACHE_VERSION,
@@ -211,6 +241,8 @@ class DataModule(pl.LightningDataModule):
             "mean": self.mean,
             "std": self.std,
             "split_hash": self.split_hash,
+            "data_sha256": self.data_sha256,
+            "data_verified": self.data_verified,
         }
 
     def gathers_on_device(self) -> bool:
@@ -225,7 +257,13 @@ class DataModule(pl.LightningDataModule):
         indices = self.split_indices[split]
         on = self.gathers_on_device()  # index batches; else gathered uint8 batches
         ds = BatchDataset(indices) if on else BatchDataset(indices, self.images, self.labels)
-        return batch_loader(ds, self.batch_size, train, self.num_workers, self.pin_memory)
+        loader = batch_loader(ds, self.batch_size, train, self.num_workers, self.pin_memory)
+        if train:
+            self.train_sampler = loader.sampler  # its epoch's seed, read by a mid-epoch save (lbam.interrupt)
+            if self.resume_at is not None:
+                loader.sampler.resume(*self.resume_at)
+                self.resume_at = None
+        return loader
 
     def train_dataloader(self):
         return self._loader("train", train=True)

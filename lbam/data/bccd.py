@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lbam.data import download
+from lbam.data import download, manifest
 from lbam.data.base import DataModule
 from lbam.data.errors import DataError
 from lbam.data.index import UNREADABLE, Index, decode_images, reason
@@ -25,6 +24,15 @@ BCCD_COMMIT = "d272fb14cdff6e473fafeeeba32aba5f560e9e43"
 BCCD_URL = f"https://github.com/Shenggan/BCCD_Dataset/archive/{BCCD_COMMIT}.zip"
 BCCD_SHA256: str | None = None
 BCCD_CONTENT_SHA256 = "939586f3279bbd01cf278892f4601ef59d9d6665330d1f8f0eb65d6e6cb3c052"
+# The per-file digests behind it (`sha256sum -c` format), so that a difference names its files; lbam.data.verify
+# checks the extracted content against them before every run.
+BCCD_MANIFEST = Path(__file__).with_name("BCCD.sha256")
+# digest of the test ids (lbam.results.digest) per (split_by, split_seed, train_size, test_size, drop_duplicates):
+# the default by-smear split (878 crops of 64 images) and the per-crop one, as the committed rows used them.
+BCCD_TEST_SPLITS = {
+    ("image", 0, 4000, None, True): "ef5224e56839b489",
+    ("crop", 0, 4000, None, True): "13ed1330cec53eee",
+}
 BCCD_IMAGES = 364
 BCCD_MAX_BYTES = 2 << 30  # extraction writes at most this much (the archive holds ~10 MB): no zip bomb
 CONTENT = ("Annotations/*.xml", "JPEGImages/*.jpg")
@@ -32,14 +40,14 @@ CONTENT = ("Annotations/*.xml", "JPEGImages/*.jpg")
 CLASS_NAMES = ("WBC", "RBC", "Platelets")
 # Two boxes of one label in one image overlapping this much are the same cell annotated twice.
 DUPLICATE_IOU = 0.9
+# A box may reach this far past the image border (an annotator's rounding) and is clipped; a box reaching further
+# (e.g. a coordinate of 1e30) is not a box of this image and is skipped. The real BCCD has none past the border.
+MAX_PAST_BORDER = 1.0
 
 
 def content_digest(voc_dir: Path) -> str:
     """sha256 over the sorted lines ``<relative path> <sha256 of the file>`` of the annotations and images."""
-    lines = []
-    for f in sorted(f for pattern in CONTENT for f in voc_dir.glob(pattern)):
-        lines.append(f"{f.relative_to(voc_dir).as_posix()} {hashlib.sha256(f.read_bytes()).hexdigest()}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    return manifest.content_digest(manifest.file_digests(voc_dir, CONTENT))
 
 
 def parse_annotation(xml_file: Path) -> list[tuple[str, tuple[float, float, float, float] | None]]:
@@ -76,6 +84,9 @@ def box_problem(coords, w: int, h: int) -> str | None:
         return f"degenerate box ({text}): zero or negative area"
     if min(w, coords[2]) <= max(0.0, coords[0]) or min(h, coords[3]) <= max(0.0, coords[1]):
         return f"box ({text}) outside the {w}x{h} image"
+    past = max(-coords[0], -coords[1], coords[2] - w, coords[3] - h)
+    if past > MAX_PAST_BORDER:
+        return f"box ({text}) reaches {past:g} px past the {w}x{h} image (more than {MAX_PAST_BORDER:g})"
     return None
 
 
@@ -84,7 +95,8 @@ def index_voc(voc_dir: Path) -> Index:
 
     Skipped with a reason: a malformed or unreadable XML, a missing or unreadable image (whole file, with its
     number of boxes when the XML was read), an object without a box, a box with NaN or infinite coordinates, a
-    degenerate box (zero or negative area), a box outside the image. An unknown class name is a DataError
+    degenerate box (zero or negative area), a box outside the image or reaching more than
+    :data:`MAX_PAST_BORDER` px past its border (one within it is clipped). An unknown class name is a DataError
     (another dataset). Near-duplicates (same label, IoU > :data:`DUPLICATE_IOU` with an earlier box) are listed,
     not removed.
     """
@@ -179,7 +191,10 @@ class BCCDDataModule(DataModule):
     folder = "BCCD"
     unit = "crops"
     required = ("Annotations", "JPEGImages")
-    fingerprinted = ("Annotations/*.xml", "JPEGImages/*.jpg")
+    fingerprinted = CONTENT
+    pinned_manifest = BCCD_MANIFEST
+    pinned_digest = BCCD_CONTENT_SHA256
+    pinned_test_splits = BCCD_TEST_SPLITS
     _index = staticmethod(index_voc)
     _decode = staticmethod(crop_boxes)
 

@@ -1,4 +1,5 @@
-"""The decoded-image cache: one file per (dataset, source files, stored side, decoder, version), which says what it is.
+"""The decoded-image cache: one file per (dataset, content of its source files, stored side, decoder, version), which
+says what it is.
 
 The file holds its own key and a checksum of its pixels, and is checked on load against the key expected now and
 against the index just read (ids and labels: a cache with two classes swapped is caught). Whatever fails a check is
@@ -23,23 +24,10 @@ from lbam.data.index import Index
 from lbam.io import atomic_write
 
 log = logging.getLogger("lbam.data")
-# Bump when preprocessing changes so old caches are never reused (3: key and checksum stored in the file).
-CACHE_VERSION = 3
+# Bump when preprocessing changes so old caches are never reused (3: key and checksum stored in the file; 4: keyed
+# by the content digest of the source files, not their sizes and mtimes).
+CACHE_VERSION = 4
 FIELDS = ("key", "checksum", "images", "labels", "ids", "skipped")
-
-
-def source_fingerprint(folder: Path, patterns) -> str:
-    """sha256 of the relative paths, sizes and mtimes of the files matching ``patterns``: a changed or replaced
-    file changes it. A file that cannot be stat'ed (a dangling or looping link) counts by its errno; the index
-    skips it with a reason."""
-    h = hashlib.sha256()
-    for f in sorted(f for pattern in patterns for f in folder.glob(pattern)):
-        try:
-            st = f.stat()
-            h.update(f"{f.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError as e:
-            h.update(f"{f.relative_to(folder).as_posix()}\0errno {e.errno}\n".encode())
-    return h.hexdigest()
 
 
 def cache_path(cache_dir: Path, key: dict) -> Path:

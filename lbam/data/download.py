@@ -22,6 +22,8 @@ TIMEOUT_S = 15.0
 # What a broken download raises while it is read (besides OSError): a truncated or CRC-broken zip, a truncated or
 # garbled tar or gzip stream.
 BROKEN_ARCHIVE = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error)
+# Members nested deeper than this are refused (BCCD's archive nests 4 deep, Oxford-IIIT Pet's 3).
+MAX_DEPTH = 64
 
 
 class UnsafeArchiveError(DataError):
@@ -54,7 +56,13 @@ def fetch(source: Source, dest: Path) -> None:
 
 def _check_inside(root: Path, name: str, archive: Path) -> None:
     """Refuse member ``name`` unless where it lands, with every link on the way resolved as the filesystem is
-    now, stays inside ``root`` (resolved)."""
+    now, stays inside ``root`` (resolved), no deeper than :data:`MAX_DEPTH` folders."""
+    depth = len([p for p in name.replace("\\", "/").split("/") if p not in ("", ".")])
+    if depth > MAX_DEPTH:  # os.makedirs recurses once per folder: 2,000 levels were a RecursionError
+        raise UnsafeArchiveError(
+            f"{archive.name}: member {name[:60]!r}… is {depth} levels deep (more than {MAX_DEPTH}); "
+            "refusing the archive"
+        )
     where = Path(os.path.realpath(root / name))
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or not where.is_relative_to(root):
         raise UnsafeArchiveError(f"{archive.name}: member {name!r} escapes {root}; refusing the archive")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lbam.paths import default_data_dir
+from lbam.paths import data_source, default_data_dir
 
 
 class DataError(RuntimeError):
@@ -27,14 +27,23 @@ def not_found(name: str, expected: Path, urls, reason: str = "") -> DatasetNotFo
     )  # fmt: skip
 
 
+def incomplete(name: str, folder: Path, missing: list[str]) -> DataError:
+    """The one-line error for a dataset folder that is there but lacks what the loader reads."""
+    return DataError(
+        f"{name}: the dataset folder {folder} lacks {', '.join(missing)} (an empty or partly deleted folder, or a "
+        f"broken or looping link): remove it (rm -r {folder}) and run `python -m lbam.data download dataset={name}`, "
+        "or point LBAM_DATA_DIR at a complete copy"
+    )
+
+
 def check_root(name: str, root: Path, folder: str) -> None:
     """Refuse a data root that does not exist unless it is the default ``<root>/data``, the one folder a download
     may create: a folder named by ``LBAM_DATA_DIR``, ``paths.data_dir`` or ``dataset.root`` must exist, so that
     a typo is reported instead of becoming an empty dataset folder."""
     root = Path(root).expanduser().resolve()
-    default = default_data_dir()
-    if root.is_dir() or root == default:
+    if root.is_dir() or root == default_data_dir():
         return
+    default = data_source(folder=folder, use_env=False)[0]  # the root used without the setting
     if root.exists():
         raise DataError(
             f"{name}: the data root {root} is not a folder; point LBAM_DATA_DIR at the one holding {folder}/"

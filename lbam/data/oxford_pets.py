@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lbam.data import download
+from lbam.data import download, manifest
 from lbam.data.base import DataModule
 from lbam.data.errors import DataError
 from lbam.data.index import Index, decode_images
@@ -110,6 +110,9 @@ class OxfordPetsDataModule(DataModule):
         def pick(folder: Path) -> Path:  # the two archives extract side by side: images/, annotations/
             if not all((folder / p).exists() for p in self.required):
                 raise OSError(f"Oxford-IIIT Pet archives incomplete: need {' and '.join(self.required)}")
+            manifest.write(
+                folder, self.fingerprinted
+            )  # from archives whose md5 was checked: verified at setup
             return folder
 
         download.install(self.name, PETS_SOURCES, self.dataset_dir(), pick, max_bytes=PETS_MAX_BYTES)

@@ -1,8 +1,9 @@
 """Synthetic twins of BCCD and Oxford-IIIT Pet, written in the exact on-disk layouts and read by the real loaders.
 
 Each class carries a learnable signal (shape and colour), so tiny models reach high accuracy in seconds.
-Generation is deterministic (fixed seed) and idempotent: a dataset is written into a temp folder and renamed
-into place, so a present folder is always complete.
+Generation is deterministic (fixed seed) and idempotent: a dataset is written into a temp folder, with its manifest
+(``SHA256SUMS``: the digest of every file, checked at every setup as the real data's are), and renamed into place,
+so a present folder is always complete.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lbam.data.bccd import BCCDDataModule
+from lbam.data import manifest
+from lbam.data.bccd import CONTENT, BCCDDataModule
 from lbam.data.download import atomic_dir
 from lbam.data.oxford_pets import OxfordPetsDataModule
 
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3  # 3: with its manifest, the border box 1 px past (was 8: now skipped)
 
 # name → (fill colour, radius range in pixels); cells of each class differ in size and stain colour.
 _CELLS = {
@@ -37,8 +39,8 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
     """Write ``root/BCCD`` in the BCCD VOC layout: 160×120 smears with RBC/WBC/Platelets boxes.
 
     Per image 3-8 RBC, 0-2 WBC and 0-3 platelets, so that images differ in class mix as in the real data
-    and the image-level split has strata to balance. Image 0 carries one degenerate box and one reaching
-    past the border (skipped, clipped); image 1 one near-duplicate RBC box (IoU > 0.9, as 7 real ones).
+    and the image-level split has strata to balance. Image 0 carries one degenerate box (skipped) and one reaching
+    1 px past the border (clipped, as a rounding); image 1 one near-duplicate RBC box (IoU > 0.9, as 7 real ones).
     """
 
     def write(bccd: Path) -> None:
@@ -65,7 +67,7 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
                 objects.append((name, (cx - r, cy - r, cx + r, cy + r)))
             if i == 0:
                 objects.append(("RBC", (50, 40, 50, 40)))  # degenerate, skipped
-                objects.append(("RBC", (w - 10, h - 12, w + 8, h + 6)))  # past the border, clipped
+                objects.append(("RBC", (w - 10, h - 12, w + 1, h + 1)))  # 1 px past the border: clipped
             if i == 1:
                 x0, y0, x1, y1 = objects[0][1]
                 objects.append(("RBC", (x0, y0, x1, y1 + 1)))  # the first RBC annotated twice
@@ -78,6 +80,7 @@ def write_bccd(root: Path, n_images: int = 40, seed: int = 0) -> Path:
         cut = int(0.75 * n_images)
         for split, names in (("trainval", stems[:cut]), ("train", stems[:cut]), ("test", stems[cut:])):
             (bccd / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in names))
+        manifest.write(bccd, CONTENT)
 
     return atomic_dir(Path(root) / "BCCD", write)
 
@@ -149,6 +152,7 @@ def write_pets(root: Path, per_breed: int = 20, seed: int = 0) -> Path:
         (ann / "trainval.txt").write_text("".join(rows["trainval"]))
         (ann / "test.txt").write_text("".join(rows["test"]))
         (ann / "list.txt").write_text(_PETS_HEADER + "".join(sorted(rows["trainval"] + rows["test"])))
+        manifest.write(base, OxfordPetsDataModule.fingerprinted)
 
     return atomic_dir(Path(root) / "oxford-iiit-pet", write)
 
@@ -158,6 +162,8 @@ class _SyntheticMixin:
 
     is_synthetic = True
     urls = ("(generated locally by lbam.data.synthetic)",)
+    pinned_manifest = pinned_digest = None  # a twin is checked against the manifest written with it
+    pinned_test_splits: dict = {}  # noqa: RUF012 (read-only)
     may_create_root = True  # the twin is written wherever it is asked for: no typo becomes an empty dataset
     write: Callable[[Path], Path]  # the layout writer: write_bccd or write_pets
 

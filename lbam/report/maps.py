@@ -4,8 +4,9 @@ image by nearest neighbour, every map on one colour scale with a colour bar.
 
 A results folder may come from someone else, and its rows name a checkpoint and a datamodule: so a checkpoint
 is loaded only from inside the experiments folder with ``torch.load(weights_only=True)`` (never arbitrary
-objects), and the datamodule must be a LightningDataModule class of ``lbam.data``. A run whose checkpoint is
-not here (a fresh clone) is skipped with one line."""
+objects) and only when it proves it is the row's (its identity, digest and finite weights, as the runner
+checks before resuming), and the datamodule must be a LightningDataModule class of ``lbam.data``. A run whose
+checkpoint is not here (a fresh clone) is skipped with one line; an unknown experiment is an error."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lbam.attention import capture_maps
+from lbam.checkpoint import problem
 from lbam.models import build_backbone
 from lbam.paths import data_root, project_root
 from lbam.report.rows import GROUP, ReportError, Results, Run
@@ -42,12 +44,26 @@ def checkpoint_path(run: Run, experiments_dir: str | Path) -> Path | None:
 
 
 def load_model(run: Run, path: Path) -> torch.nn.Module:
+    """The network of ``run`` from its checkpoint, once the checkpoint proves it is this run's, as the runner
+    checks before resuming (``lbam.checkpoint.problem``): the row's name, config, split (and data) digests, the
+    weights' own digest, finite values. Another seed's, another attention's or NaN weights are refused."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable, or refused by the weights-only unpickler
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ReportError(
+            f"{path}: cannot load the checkpoint of run {run.row.run_name} ({reason})"
+        ) from None
+    row = run.row
+    identity = {"run_name": row.run_name, "config_hash": row.config_hash, "split_hash": row.split_hash}
+    identity |= {"data_sha256": row.data_sha256} if row.data_sha256 else {}
+    if found := problem(ckpt, identity):
+        raise ReportError(f"{path}: refusing to draw it as run {row.run_name} of {run.path}: it {found[1]}")
+    try:
         model = build_backbone(**ckpt["hyper_parameters"]["model_kwargs"])
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
-    except Exception as e:  # unreadable, refused by the weights-only unpickler, or not this model's weights
+    except Exception as e:  # not this model's weights
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ReportError(
             f"{path}: cannot load the checkpoint of run {run.row.run_name} ({reason})"
@@ -142,6 +158,11 @@ def attention_maps(
 ) -> Path | None:
     """LBAM vs BAM maps of ``experiment`` (default settings, same context and seed; the whole training split
     and the lowest seed first), or None, with one line, when no such pair has both checkpoints here."""
+    if experiment not in set(res.frame["experiment"]):
+        known = ", ".join(sorted(set(res.frame["experiment"]))) or "none"
+        raise ReportError(
+            f"no official runs of experiment {experiment!r} in {res.root} (experiments: {known})"
+        )
     ok = res.frame.query("experiment == @experiment and status == 'ok'")
     ok = ok if seed is None else ok[ok["seed"] == seed]
     keys = [*GROUP, "context", "seed"]

@@ -32,6 +32,7 @@ from lbam.report.tables import (
     table,
     tests_caption,
 )
+from lbam.report.validate import commit_label, data_note
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SHORT = {
@@ -168,12 +169,13 @@ def provenance(g: pd.DataFrame, res: Results) -> str:
     """Runs, devices, commits, dates, training time, and the declared multiruns that made them."""
     rows = [res.runs[i].row for i in g["run"]]
     dates = sorted(r.created_at[:10] for r in rows if r.created_at) or ["?"]
-    commits = sorted({(r.commit or "unknown")[:12] for r in rows})
+    commits = sorted({commit_label(r.commit) for r in rows})  # a +dirty tree stays visible (#31)
     hours = sum(r.train_seconds or 0.0 for r in rows) / 3600
+    note = data_note(rows)  # rows trained with dataset.verify=false on data that is not the pinned one
     return (
         f"Provenance: runs {len(rows)} · {'; '.join(sorted({str(r.device) for r in rows}))} · commit "
         f"{', '.join(commits)} · {dates[0]} … {dates[-1]} · training {hours:.2f} h summed over runs · "
-        f"{ran(g, res)}."
+        f"{ran(g, res)}." + (f" **{note}.**" if note else "")
     )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from lbam.report.declared import Sweep, SweepError, declared_sweep
-from lbam.report.validate import check_fields, check_identity, check_place, recompute
+from lbam.report.validate import check_fields, check_identity, check_place, data_note, recompute
 from lbam.results import METRICS, Row, RowError, load_row
 
 ORDER = ("none", "se", "cbam", "bam", "eca", "lbam")
@@ -168,6 +168,8 @@ def load_results(results_dir: str | Path, skip_invalid: bool = False) -> Results
     if not loaded:
         raise ReportError(f"no valid result rows under {runs_dir} (make some with `make quick`)")
     runs = [run for run, _ in loaded]
+    if note := data_note([run.row for run in runs]):  # also in the README block's provenance line
+        print(f"lbam.report: warning: {note}", file=sys.stderr)
     sweeps = {e: _sweep(e) for e in sorted({run.row.experiment for run in runs})}
     cells = [s.cell_of(run.row) if (s := sweeps[run.row.experiment]) else None for run in runs]
     df = pd.DataFrame([rec | {"run": i, "cell": c} for i, ((_, rec), c) in enumerate(zip(loaded, cells))])

@@ -108,11 +108,51 @@ def check_identity(row: Row, path: Path) -> None:
         stated = _select(row.config, key)
         if stated is not KeyError and stated != getattr(row, field):
             raise RowError(f"{path}: {field}={getattr(row, field)!r} but its config says {key}={stated!r}")
+    check_overrides(row, path)
     expected = run_name(row.attention, row.overrides, row.seed)
     if row.run_name != expected:
         raise RowError(
             f"{path}: run_name={row.run_name!r} but its attention, overrides and seed give {expected!r}"
         )
+
+
+def check_overrides(row: Row, path: Path) -> None:
+    """Each ``key=value`` override the row names it by agrees with the config its config_hash vouches for (a row
+    whose config says lr = 1e-3 but whose overrides claim optimizer.lr=0.5 was reported as an lr = 0.5 run);
+    keys its config does not state (a group choice, a key outside the identity config) are not compared, except
+    ``profile``, which the row states itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in row.overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        stated = row.profile if key == "profile" else _select(row.config, key) if "." in key else KeyError
+        if stated is KeyError:
+            continue
+        try:
+            value = parser.parse_override(o).value()
+        except Exception:  # any parse failure: not an override Hydra would take
+            raise RowError(f"{path}: override {o!r} is not a Hydra override") from None
+        if value != stated or isinstance(value, bool) != isinstance(stated, bool):
+            raise RowError(f"{path}: its override {o} but its config says {key}={stated!r}")
+
+
+def data_note(rows: list[Row]) -> str | None:
+    """A row trained on data that differs from its pinned content (``dataset.verify=false``) is flagged wherever
+    its numbers are shown; None when there is none."""
+    odd = [r for r in rows if r.data_verified is False]
+    if not odd:
+        return None
+    return (
+        f"{len(odd)} run(s) trained on data that differs from its pinned content (dataset.verify=false), e.g. "
+        f"{odd[0].experiment}/{odd[0].run_name}"
+    )
+
+
+def commit_label(commit: str | None) -> str:
+    """A commit as the report shows it: 12 digits, and ``+dirty`` when the row says the tree had changes."""
+    commit = commit or "unknown"
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def _differs(stored, computed) -> bool:
