@@ -320,7 +320,10 @@ def test_readme_check_flags_a_stale_block(tmp_path, capsys):
     put(tmp_path, "bam", 5, experiment="quick")
     rc, out, _ = run_cli(capsys, "readme", "--check", "--results-dir", tmp_path, "--readme", readme)
     assert rc == 1 and "stale" in out
-    assert any(line.startswith("+") and "seed=0,5" in line for line in out.splitlines())
+    # the quick group (one seed, no test) is one line, which now has a third run and a bam
+    assert any(
+        line.startswith("+**quick:") and "(3 runs," in line and ", bam " in line for line in out.splitlines()
+    )
     assert readme.read_text() == first  # --check never writes
 
 

@@ -380,5 +380,9 @@ def test_readme_without_enough_seeds_says_so_in_one_line(tmp_path, capsys):
     readme.write_text("<!-- results:start -->\n<!-- results:end -->\n")
     assert main(["readme", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 0
     block = readme.read_text()
-    assert "Paired tests need ≥ 3 seeds (1 here): no verdict. Ceiling (" in block and "| differ" not in block
+    line = next(x for x in block.splitlines() if x.startswith("**exp:"))
+    assert "(2 runs, 1 seed(s), commit unknown): test balanced accuracy none 100.00, lbam " in line
+    assert (
+        "too few seeds for a paired test (≥ 3)" in line and "| differ" not in block and "| none" not in block
+    )
     capsys.readouterr()

@@ -179,8 +179,9 @@ def plot_bridge(res: Results, experiment: str) -> Path | None:
     return save(fig, figure_path(res, experiment))
 
 
-def section(res: Results, experiment: str) -> list[str]:
-    """The README block's section of a bridge: the accuracy table, the verdicts per step, power per step."""
+def section(res: Results, experiment: str, compact: bool = False) -> list[str]:
+    """A bridge's section: the accuracy table, the verdicts per step, power per step (``compact``, for the README
+    block: in one sentence; else the table)."""
     found = steps(res, experiment)
     g0 = found[0][1]
     r = g0.iloc[0]
@@ -197,7 +198,11 @@ def section(res: Results, experiment: str) -> list[str]:
         "and step, one verdict per comparison; intervals 90 %; verdicts in bold). Whether the first step's "
         f"verdict holds: *holds*, *changes*, or *undetermined* (PLAN.md){last}:",
         md(verdicts),
+    ]
+    if compact:
+        return [*text, evidence.power_line(p, "step")]
+    return [
+        *text,
         evidence.power_caption(p["alpha"].iloc[0], p["margin"].iloc[0]),
         md(evidence.power_table(p, "step")),
     ]
-    return text

@@ -82,3 +82,38 @@ DIRECTION_CAPTION = (
     "were seen): per seed the mean over the modules of (module − none), two-sided, (a) paired t-test over seeds, "
     "(b) the two-level bootstrap, Holm over the sizes tested."
 )
+
+
+def power_line(p: pd.DataFrame, first: str) -> str:
+    """The power table in one sentence per context, for the README block (the table is in the full tables)."""
+    t = power_table(p, first)
+    if t.empty:
+        return ""
+    parts = []
+    for _, r in t.iterrows():
+        could = r.get("inconclusive: TOST could (a) / (b)", DASH)
+        could = "" if could == DASH else f"; inconclusive verdicts TOST could have turned: {could}"
+        parts.append(
+            f"{r[first]}: SD {r['SD of Δ (pp)']} pp, detectable Δ {r['detectable Δ (a) (pp)']} pp (a) and "
+            f"{r['detectable Δ (b) (pp)']} pp (b), TOST power {r['TOST power (a)']} (a) and {r['TOST power (b)']} "
+            f"(b), 80 % TOST needs {r['seeds for TOST 80 % (a)']} seeds{could}"
+        )
+    return "**Power** (medians over the comparisons; Holm's last … first step; full tables: the table): " + "; ".join(parts) + "."  # fmt: skip
+
+
+def direction_line(p: pd.DataFrame, pooled: pd.DataFrame, first: str) -> str:
+    """The direction table in one sentence, for the README block."""
+    t = direction_table(p, pooled, first)
+    if t.empty:
+        return ""
+    counts = ", ".join(f"{r['module − none < 0']} at {r[first]}" for _, r in t.iterrows())
+    tested = [r for _, r in t.iterrows() if r.get("pooled Δ (pp)", DASH) != DASH]
+    pooled_text = "; ".join(
+        f"{r[first]}: {r['pooled Δ (pp)']} pp, (a) {r['(a) 90 % CI']} Holm p {r['(a) Holm p']}, (b) "
+        f"{r['(b) 90 % CI']} Holm p {r['(b) Holm p']}"
+        for r in tested
+    )
+    text = f"**Direction:** module − none differences below 0: {counts}."
+    if tested:
+        text += f" Exploratory pooled test (declared after the data were seen; per seed the mean over the modules of module − none, two-sided, Holm over sizes): {pooled_text}."  # fmt: skip
+    return text

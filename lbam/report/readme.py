@@ -15,7 +15,7 @@ from lbam.report.bridge import bridges
 from lbam.report.bridge import figure_path as bridge_figure
 from lbam.report.bridge import section as bridge_section
 from lbam.report.declared import commands
-from lbam.report.evidence import DIRECTION_CAPTION, changed_count, direction_table, power_caption, power_table
+from lbam.report.evidence import changed_count, direction_line, power_line
 from lbam.report.figures import figure_paths, n_by_size
 from lbam.report.forest import forest_path
 from lbam.report.load import load_summary, speed_cell, speeds
@@ -150,13 +150,27 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
         if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
             notes.append(f"In the full tables also: {'; '.join(hidden)}.")
         out += [tests_caption(p), md(verdict_summary(shown, first)), " ".join(notes)]
-        out += [power_caption(p["alpha"].iloc[0], p["margin"].iloc[0]), md(power_table(p, first))]
         if len(pooled):
             pooled[first] = [
                 _label(c, x, w, curve) for c, x, w in zip(pooled["shown"], pooled["x"], pooled["whole"])
             ]
-            out += [DIRECTION_CAPTION, md(direction_table(p, pooled, first))]
+        out += [" ".join(filter(None, (power_line(p, first), direction_line(p, pooled, first))))]
     return out
+
+
+def smoke_line(g: pd.DataFrame, res: Results) -> str:
+    """A group with too few seeds for any test, in one sentence: its balanced accuracy per setting and where from."""
+    ok = g[g["status"] == "ok"]
+    acc = ok.groupby("setting", sort=False)["test_balanced_acc"].mean()
+    rows = [res.runs[i].row for i in g["run"]]
+    commits = ", ".join(sorted({(r.commit or "unknown")[:7] for r in rows}))
+    seeds = ok.groupby("setting")["seed"].nunique().max() if len(ok) else 0
+    failed = f"; {int((g['status'] == 'failed').sum())} failed" if (g["status"] == "failed").any() else ""
+    return (
+        f"**{title(g)}** ({len(rows)} runs, {seeds} seed(s), commit {commits}{failed}): test balanced accuracy "
+        + ", ".join(f"{s} {pct(a)}" for s, a in acc.items())
+        + f" %; too few seeds for a paired test (≥ {MIN_SEEDS})."
+    )
 
 
 def ran(g: pd.DataFrame, res: Results) -> str:
@@ -208,6 +222,9 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
             links.append(f"[attention maps]({link_prefix}/figures/{maps.name})")
         if (forest := forest_path(res, experiment, slug)).is_file():
             links.append(f"[forest plot]({link_prefix}/figures/{forest.name})")
+        if g.groupby("setting")["seed"].nunique().max() < MIN_SEEDS:  # a smoke test: one line, no table
+            parts.append(f"{smoke_line(g, res)} {' · '.join(links)}")
+            continue
         parts += [*section(g, res), provenance(g, res), " · ".join(links)]
     # The verdicts' caption once per distinct α and margin.
     return (
@@ -221,7 +238,7 @@ def bridge_parts(res: Results, experiment: str, link_prefix: str) -> list[str]:
     links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
     if (fig := bridge_figure(res, experiment)).is_file():
         links.append(f"[Δ per step]({link_prefix}/figures/{fig.name})")
-    return [*bridge_section(res, experiment), provenance(g, res), " · ".join(links)]
+    return [*bridge_section(res, experiment, compact=True), provenance(g, res), " · ".join(links)]
 
 
 def update_readme(readme: str | Path, res: Results, check: bool = False) -> tuple[bool, str]:
