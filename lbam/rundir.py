@@ -15,13 +15,12 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
-from lbam.checkpoint import problem
+from lbam.checkpoint import problem, save_atomically
 from lbam.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -222,10 +221,7 @@ class LastCheckpoint(pl.callbacks.Checkpoint):
         self._saved_at = time.monotonic()
 
     def _save(self, trainer: pl.Trainer) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # full state (optimizer too); collective under DDP
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        save_atomically(trainer, self.path)  # full state (optimizer too); collective under DDP
         self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

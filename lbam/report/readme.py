@@ -20,13 +20,13 @@ from lbam.report.figures import figure_paths, n_by_size
 from lbam.report.forest import forest_path
 from lbam.report.load import load_summary, speed_cell, speeds
 from lbam.report.rows import ReportError, Results, analysis, groups, title, without
+from lbam.report.sensitivity import sensitivity
 from lbam.report.stats import DISAGREE, FINDINGS, MIN_SEEDS, NONE, THRESHOLD, VS_NONE, compare_all
 from lbam.report.tables import (
     DASH,
     interval,
     md,
     pct,
-    sensitivity,
     skipped_note,
     summarize,
     table,
