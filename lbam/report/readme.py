@@ -225,7 +225,7 @@ def render_block(res: Results, link_prefix: str = "results") -> str:
         if g.groupby("setting")["seed"].nunique().max() < MIN_SEEDS:  # a smoke test: one line, no table
             parts.append(f"{smoke_line(g, res)} {' · '.join(links)}")
             continue
-        parts += [*section(g, res), provenance(g, res), " · ".join(links)]
+        parts += [*section(g, res), f"{provenance(g, res)} {' · '.join(links)}"]
     # The verdicts' caption once per distinct α and margin.
     return (
         "\n\n".join(p for i, p in enumerate(parts) if not (p.startswith("LBAM vs") and p in parts[:i])) + "\n"
@@ -238,7 +238,7 @@ def bridge_parts(res: Results, experiment: str, link_prefix: str) -> list[str]:
     links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
     if (fig := bridge_figure(res, experiment)).is_file():
         links.append(f"[Δ per step]({link_prefix}/figures/{fig.name})")
-    return [*bridge_section(res, experiment, compact=True), provenance(g, res), " · ".join(links)]
+    return [*bridge_section(res, experiment, compact=True), f"{provenance(g, res)} {' · '.join(links)}"]
 
 
 def update_readme(readme: str | Path, res: Results, check: bool = False) -> tuple[bool, str]:
