@@ -18,7 +18,15 @@ pytestmark = pytest.mark.slow
 
 def interrupted(tmp_path, data_cache, *extra):
     """A run stopped after its first epoch: (its overrides, its checkpoint)."""
-    overrides = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2", *extra)
+    # min_interval_s=0: a checkpoint at every epoch end (the default waits 10 min before its first)
+    overrides = tiny(
+        tmp_path,
+        data_cache,
+        "attention=none",
+        "trainer.max_epochs=2",
+        "callbacks.last_checkpoint.min_interval_s=0",
+        *extra,
+    )
     with pytest.raises(Interrupt):
         run(overrides, callbacks=[InterruptAtEpoch(1)])
     return overrides, next((tmp_path / "experiments").rglob("last.ckpt"))

@@ -82,6 +82,11 @@ def _popen(args, log):
     )
 
 
+# A checkpoint at every epoch end (the default waits min_interval_s, 10 min, before its first): _signal_once waits
+# for one to know that training is under way.
+EVERY = "callbacks.last_checkpoint.min_interval_s=0"
+
+
 def _signal_once(
     proc, root, count: int = 1, sig=signal.SIGTERM, group: bool = False, timeout: float = 300
 ) -> int:
@@ -104,7 +109,9 @@ def _signal_once(
 
 
 def test_sigterm_on_the_command_line_exits_143_and_the_same_command_resumes(tmp_path, data_cache):
-    args = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=100000", "trainer.max_steps=400")
+    args = tiny(
+        tmp_path, data_cache, "attention=none", "trainer.max_epochs=100000", "trainer.max_steps=400", EVERY
+    )
     log = tmp_path / "stderr.txt"
     with open(log, "w") as f:
         code = _signal_once(_popen(args, f), tmp_path)
@@ -126,7 +133,7 @@ def test_an_interrupted_multirun_lists_its_interrupted_and_unstarted_runs_and_ex
 ):
     """The trial: SIGTERM to a sweep exited 0 with no rows, success to a scheduler. The first run finishes, the
     second is interrupted (its checkpoint saved), the third never starts."""
-    args = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2,100000,3")
+    args = tiny(tmp_path, data_cache, "attention=none", "trainer.max_epochs=2,100000,3", EVERY)
     log = tmp_path / "stderr.txt"
     with open(log, "w") as f:
         code = _signal_once(_popen(["-m", *args], f), tmp_path, count=2)
@@ -194,7 +201,7 @@ def test_a_parallel_multirun_waits_for_its_workers_to_save_and_reports_them(tmp_
     """Hydra's joblib launcher (make reproduce JOBS=2): the signal reaches the whole process group (Ctrl-C, a
     scheduler); the workers save and stop, the parent waits for them instead of killing them mid-save, the runs
     not yet started never start."""
-    args = tiny(tmp_path, data_cache, "attention=none,eca,se,cbam", "trainer.max_epochs=100000")
+    args = tiny(tmp_path, data_cache, "attention=none,eca,se,cbam", "trainer.max_epochs=100000", EVERY)
     cmd = [
         sys.executable,
         "-m",

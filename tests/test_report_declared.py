@@ -72,7 +72,7 @@ def test_a_scratch_sweep_beside_the_official_runs_leaves_the_readme_alone(tmp_pa
     _scratch(tmp_path, runs / "none__seed0.json", "none", 1, [])
     rc, out, err = run_cli(capsys, "readme", "--check", "--results-dir", tmp_path, "--readme", readme)
     assert (rc, err) == (0, "") and "up to date" in out
-    assert "max_epochs" not in before and "runs 7 " in before
+    assert "max_epochs" not in before and "(7 runs, " in before
     assert run_cli(capsys, "tables", "--results-dir", tmp_path)[0] == 0
     md = (tmp_path / "tables" / "embodiment1_quick.md").read_text()
     other = md[md.index("## Other runs: 3") :]
@@ -110,7 +110,7 @@ def test_the_provenance_names_only_the_multiruns_that_ran(tmp_path, capsys, monk
         readme.write_text(BLOCK)
         assert run_cli(capsys, "readme", "--results-dir", tmp_path, "--readme", readme)[0] == 0
         line = next(x for x in block(readme).splitlines() if x.startswith("Provenance"))
-        return line.split(" summed over runs · ")[1]
+        return line.split(" summed over runs · ")[1].split(" [full tables]")[0]  # the links follow
 
     for seed in range(3):
         put(tmp_path, "none", seed)

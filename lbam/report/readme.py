@@ -163,13 +163,15 @@ def smoke_line(g: pd.DataFrame, res: Results) -> str:
     ok = g[g["status"] == "ok"]
     acc = ok.groupby("setting", sort=False)["test_balanced_acc"].mean()
     rows = [res.runs[i].row for i in g["run"]]
-    commits = ", ".join(sorted({(r.commit or "unknown")[:7] for r in rows}))
+    commits = ", ".join(sorted({commit_label(r.commit) for r in rows}))  # a +dirty tree stays visible
     seeds = ok.groupby("setting")["seed"].nunique().max() if len(ok) else 0
     failed = f"; {int((g['status'] == 'failed').sum())} failed" if (g["status"] == "failed").any() else ""
+    note = data_note(rows)  # rows trained with dataset.verify=false on data that is not the pinned one
     return (
         f"**{title(g)}** ({len(rows)} runs, {seeds} seed(s), commit {commits}{failed}): test balanced accuracy "
         + ", ".join(f"{s} {pct(a)}" for s, a in acc.items())
         + f" %; too few seeds for a paired test (≥ {MIN_SEEDS})."
+        + (f" **{note}.**" if note else "")
     )
 
 
