@@ -3,8 +3,10 @@ no figure for a target that the README's command table does not give too, and pe
 profile's comments match its committed rows. A changed measurement must be changed everywhere it is quoted."""
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +76,17 @@ def test_experiment_headers_agree_with_the_readme_and_the_quick_rows():
     for path in (ROOT / "results" / "runs" / "embodiment1_quick").glob("*.json"):
         seconds.append(json.loads(path.read_text())["train_seconds"])
     assert len(seconds) == 7 and (round(min(seconds)), round(max(seconds))) == (int(low), int(high))
+
+
+def test_the_readmes_python_recipe_runs_as_printed(tmp_path):
+    """The README's 'Use it in your project' block is run as a user would paste it (timm is a test extra)."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "the README has one python recipe"
+    script = tmp_path / "recipe.py"
+    script.write_text(blocks[0])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's lbam, as after `pip install -e .`
+    run = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "'attention_params'" in run.stdout  # profile_model's dict was printed
