@@ -36,7 +36,7 @@ DEVICE_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 WHEELS := hydra-core omegaconf antlr4-python3-runtime hydra-joblib-launcher
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint format test data train quick curve reproduce plots report bench wheels device-check \
+.PHONY: help venv lint format test data train quick curve bridge reproduce plots report bench wheels device-check \
 	gpu-check clean
 
 help: ## List the targets
@@ -82,6 +82,9 @@ quick: $(STAMP) ## Both embodiments, quick CPU profile, seed 0 (8.5 min of runs 
 
 curve: $(STAMP) ## Embodiment 1 learning curve, real BCCD, 693 CPU runs (2.85 h at JOBS=2), then the report
 	$(PY) scripts/reproduce.py --profile curve --jobs $(JOBS) $(REF)
+
+bridge: $(STAMP) ## Embodiment 1 at 32/64/128 px, none/bam/lbam, 225 CPU runs (3.65 h at JOBS=2), then the report
+	$(PY) scripts/reproduce.py --profile bridge --jobs $(JOBS) $(REF)
 
 reproduce: $(STAMP) ## Full protocol: embodiments 1+2 x 7 settings x 3 seeds, then the report (JOBS=auto or N)
 	$(PY) scripts/reproduce.py --profile full --jobs $(JOBS) $(REF)

@@ -3,6 +3,7 @@
     python scripts/reproduce.py --profile quick    # embodiment{1,2}_quick, seed 0       (make quick)
     python scripts/reproduce.py --profile full     # embodiment{1,2}, seeds 0 1 2        (make reproduce)
     python scripts/reproduce.py --profile curve    # embodiment1_curve learning curve    (make curve)
+    python scripts/reproduce.py --profile bridge   # embodiment1_bridge, 32/64/128 px     (make bridge)
     python scripts/reproduce.py --profile full --jobs 2     # two runs at once (default auto: see below)
     python scripts/reproduce.py --profile full --experiments embodiment1 -- trainer.max_epochs=10
     python scripts/reproduce.py --profile curve --plan      # the plan only: what would run, and for how long
@@ -45,6 +46,7 @@ PROFILES = {
     "quick": ("embodiment1_quick", "embodiment2_quick"),
     "full": ("embodiment1", "embodiment2"),
     "curve": ("embodiment1_curve",),
+    "bridge": ("embodiment1_bridge",),
 }
 # How to get a dataset that `prepare_data` could not fetch (the error itself names LBAM_DATA_DIR and the URL).
 FETCH = "`make data` fetches both datasets when online"

@@ -190,20 +190,21 @@ def test_the_two_level_bootstrap_is_conservative_for_a_crossed_design():
     assert without_interaction < 1.05
 
 
-@pytest.mark.skipif(
-    not (ROOT / "results" / "runs" / "embodiment1_curve").is_dir(), reason="no committed curve"
-)
-def test_no_stated_curve_verdict_flips_with_the_bootstrap_generator_seed():
-    """The committed learning curve, as the README states it, under 5 other generator seeds: every stated
-    verdict (one of FINDINGS) comes out the same."""
+@pytest.mark.parametrize(("experiment", "at_least"), [("embodiment1_curve", 40), ("embodiment1_bridge", 6)])
+def test_no_stated_verdict_flips_with_the_bootstrap_generator_seed(experiment, at_least):
+    """The committed learning curve and bridge, as the README states them, under 5 other generator seeds: every
+    stated verdict (one of FINDINGS) comes out the same."""
+    if not (ROOT / "results" / "runs" / experiment).is_dir():
+        pytest.skip(f"no committed {experiment}")
     res = load_results(ROOT / "results")
-    (g,) = [g for e, _, g in groups(res.frame) if e == "embodiment1_curve"]
-    ref, _ = compare_all(g, res.runs)
-    stated = ref["finding"].isin(FINDINGS)
-    assert stated.sum() >= 40
-    for seed in (1, 2, 3, 4, 5):
-        other, _ = compare_all(g, res.runs, seed=seed)
-        flips = ref[stated & (ref["finding"] != other["finding"])]
-        assert flips.empty, (
-            f"seed {seed}: {flips[['x', 'setting', 'baseline', 'finding']].to_dict('records')}"
-        )
+    found = [g for e, _, g in groups(res.frame) if e == experiment]  # a bridge: one group per step
+    refs = [compare_all(g, res.runs)[0] for g in found]
+    assert sum(r["finding"].isin(FINDINGS).sum() for r in refs) >= at_least
+    for g, ref in zip(found, refs):
+        stated = ref["finding"].isin(FINDINGS)
+        for seed in (1, 2, 3, 4, 5):
+            other, _ = compare_all(g, res.runs, seed=seed)
+            flips = ref[stated & (ref["finding"] != other["finding"])]
+            assert flips.empty, (
+                f"seed {seed}: {flips[['x', 'setting', 'baseline', 'finding']].to_dict('records')}"
+            )

@@ -149,12 +149,13 @@ def section(g: pd.DataFrame, res: Results) -> list[str]:
         shown = p[(p["family"] == VS_NONE) | ~p["setting"].str.contains("(", regex=False)]
         if len(hidden := sorted(set(p["family"]) - set(shown["family"]))):
             notes.append(f"In the full tables also: {'; '.join(hidden)}.")
-        out += [tests_caption(p), md(verdict_summary(shown, first)), " ".join(notes)]
+        out += [tests_caption(p), md(verdict_summary(shown, first))]
         if len(pooled):
             pooled[first] = [
                 _label(c, x, w, curve) for c, x, w in zip(pooled["shown"], pooled["x"], pooled["whole"])
             ]
-        out += [" ".join(filter(None, (power_line(p, first), direction_line(p, pooled, first))))]
+        # The ceiling, the sensitivity, power and direction: one paragraph (the README stays a page long).
+        out += [" ".join(filter(None, (*notes, power_line(p, first), direction_line(p, pooled, first))))]
     return out
 
 
@@ -240,7 +241,8 @@ def bridge_parts(res: Results, experiment: str, link_prefix: str) -> list[str]:
     links = [f"[full tables]({link_prefix}/tables/{experiment}.md)"]
     if (fig := bridge_figure(res, experiment)).is_file():
         links.append(f"[Δ per step]({link_prefix}/figures/{fig.name})")
-    return [*bridge_section(res, experiment, compact=True), f"{provenance(g, res)} {' · '.join(links)}"]
+    *text, power = bridge_section(res, experiment, compact=True)
+    return [*text, f"{power} {provenance(g, res)} {' · '.join(links)}"]  # power and provenance: one paragraph
 
 
 def update_readme(readme: str | Path, res: Results, check: bool = False) -> tuple[bool, str]:
