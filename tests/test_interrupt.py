@@ -47,13 +47,15 @@ EXTRA = (
 def test_a_signal_saves_a_checkpoint_the_run_resumes_from_exactly(tmp_path, data_cache, batch, sig, code):
     whole = run(tiny(tmp_path / "a", data_cache, *EXTRA))
     overrides = tiny(tmp_path / "b", data_cache, *EXTRA)
+    # What the handlers were: a job started in the background inherits SIGINT ignored, and keeps it so.
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     with pytest.raises(Interrupted) as stopped:
         run(overrides, callbacks=[SignalAt(1, batch, sig)])
     assert stopped.value.exit_code == code and "checkpoint saved at" in str(stopped.value)
     assert not (tmp_path / "b" / "results").exists()  # an interruption is not a result
     ckpt = torch.load(next((tmp_path / "b").rglob("last.ckpt")), weights_only=True)
     assert ckpt["global_step"] == 15 + batch + 1  # the batch during which the signal came was trained
-    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(sig) != signal.SIG_IGN
+    assert {s: signal.getsignal(s) for s in before} == before  # the run's handlers are gone again
     resumed = run(overrides)
     assert resumed["resumed"] is True and resumed["epochs"] == whole["epochs"] == 3
     for key in ("steps", "test_acc", "test_balanced_acc", "confusion_matrix"):

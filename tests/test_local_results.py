@@ -19,7 +19,11 @@ REPRODUCE = ["scripts/reproduce.py", "--experiments", "embodiment1_quick", "--no
 def _make_n(*args: str) -> str:
     venv = f"VENV={Path(sys.executable).parents[1]}"
     return subprocess.run(
-        ["make", "-n", venv, *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "-n", "--no-print-directory", venv, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
 
@@ -32,7 +36,7 @@ def test_results_go_to_the_ignored_local_folder_unless_the_reference_is_asked_fo
     assert subprocess.run(["git", "check-ignore", "-q", "results/runs/x/y.json"], cwd=ROOT).returncode == 1
 
 
-@pytest.mark.parametrize("target", ["quick", "curve", "reproduce", "plots", "train"])
+@pytest.mark.parametrize("target", ["quick", "curve", "bridge", "reproduce", "plots", "train"])
 def test_make_writes_the_reference_only_with_reference_1(target):
     plain, reference = _make_n(target), _make_n(target, "REFERENCE=1")
     flag = "paths=reference" if target == "train" else "--reference"

@@ -69,13 +69,15 @@ def test_readme_fits_on_a_screen():
 def _make_n(*args: str) -> subprocess.CompletedProcess:
     """`make -n` (print, run nothing) with this interpreter's environment as the venv."""
     venv = f"VENV={Path(sys.executable).parents[1]}"
-    return subprocess.run(["make", "-n", venv, *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", venv, *args], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_make_train_jobs_and_device_check_pass_their_arguments():
     train = _make_n("train", "ARGS=experiment=embodiment1_quick attention=lbam").stdout
     assert "-m lbam.train experiment=embodiment1_quick attention=lbam" in train
-    for target in ("quick", "curve", "reproduce"):
+    for target in ("quick", "curve", "bridge", "reproduce"):
         out = _make_n(target, "JOBS=3").stdout
         assert f"scripts/reproduce.py --profile {target.replace('reproduce', 'full')} --jobs 3" in out
         assert "lbam.data download" not in out  # reproduce.py fetches (or skips) data in its plan
