@@ -77,7 +77,7 @@ train: $(STAMP) ## One training run: make train ARGS="experiment=embodiment1_qui
 
 # The reproduction commands print their plan first (runs, finished, remaining, a time estimate, what is skipped
 # and why); a missing dataset is fetched there, or its experiment skipped with the command that gets it.
-quick: $(STAMP) ## Both embodiments, quick CPU profile, seed 0 (8.5 min of runs on 2 cores), then the report
+quick: $(STAMP) ## Both embodiments, quick CPU profile, seed 0 (2.5 min of runs on 2 cores), then the report
 	$(PY) scripts/reproduce.py --profile quick --jobs $(JOBS) $(REF)
 
 curve: $(STAMP) ## Embodiment 1 learning curve, real BCCD, 693 CPU runs (2.85 h at JOBS=2), then the report

@@ -13,6 +13,7 @@ from scipy import stats as sst
 
 from lbam.report import bootstrap as boot
 from lbam.report import power
+from lbam.report.direction import negatives
 from lbam.report.rows import groups, load_results
 from lbam.report.stats import compare_all
 from lbam.report.verdicts import FINDINGS, THRESHOLD, decide, holm_se, verdict
@@ -208,3 +209,12 @@ def test_no_stated_verdict_flips_with_the_bootstrap_generator_seed(experiment, a
             assert flips.empty, (
                 f"seed {seed}: {flips[['x', 'setting', 'baseline', 'finding']].to_dict('records')}"
             )
+
+
+def test_a_floating_point_tie_is_not_counted_as_negative():
+    """ECA − none at the curve's whole split is exactly 0 (its runs get the same crops right), but the mean of the
+    per-seed differences of balanced accuracies computes as about −1e-17: the direction count must not call it
+    negative, while a real difference, however small, still counts."""
+    assert negatives([-1.3877787807814457e-17, -0.004, 0.002, float("nan")]) == (1, 3)
+    assert negatives([1e-17, 0.0]) == (0, 2)
+    assert negatives([-2e-9]) == (1, 1)

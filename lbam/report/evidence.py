@@ -8,6 +8,7 @@ import math
 
 import pandas as pd
 
+from lbam.report.direction import negatives
 from lbam.report.tables import DASH, interval, pct, pval
 from lbam.report.verdicts import MIN_SEEDS, changed_count, unique  # noqa: F401 (changed_count: re-exported)
 
@@ -63,7 +64,8 @@ def direction_table(p: pd.DataFrame, pooled: pd.DataFrame, first: str) -> pd.Dat
     f2 = p[p["family"] == VS_NONE]
     for label, pc in f2.groupby(first, sort=False):
         q = pooled[pooled["context"] == pc["context"].iloc[0]] if len(pooled) else pooled
-        r = {first: label, "module − none < 0": f"{int((pc['mean'] < 0).sum())} of {len(pc)}"}
+        below, known = negatives(pc["mean"])
+        r = {first: label, "module − none < 0": f"{below} of {known}"}
         if len(q):
             s = q.iloc[0]
             r |= {
