@@ -94,8 +94,8 @@ plots: $(STAMP) ## Your runs (results/local) beside the reference; REFERENCE=1: 
 
 report: plots ## Same as plots
 
-bench: $(STAMP) ## Module-cost and pipeline-efficiency benchmarks -> results/bench/
-	$(PY) -m lbam.bench
+bench: $(STAMP) ## Module-cost and training-step benchmarks -> results/local/bench/ (REFERENCE=1: results/bench/)
+	$(PY) -m lbam.bench $(REF)
 
 wheels: $(STAMP) ## Fill .whl/ with the wheels a GPU image lacks (hydra, omegaconf), for make device-check there
 	rm -rf .whl && mkdir -p .whl

@@ -1,6 +1,8 @@
 """The benchmark harness: timing and ratio plumbing, memory accounting, the CSVs and the generated README."""
 
 import csv
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -254,3 +256,23 @@ def test_against_alternates_processes_of_two_checkouts(tmp_path):
     )
     assert all(float(r["images_per_s"]) > 0 for r in rows)
     assert "Target (a)" in (tmp_path / "README.md").read_text()
+
+
+def test_a_users_benchmark_lands_beside_the_committed_one(tmp_path):
+    """By default the benchmark writes results/local/bench (git-ignored); only --reference writes results/bench."""
+    from lbam import paths
+    from lbam.bench import parse_args
+
+    assert parse_args([]).out == paths.results_dir() / "bench"
+    assert parse_args(["--reference"]).out == paths.reference_dir() / "bench"
+    assert parse_args(["--out", str(tmp_path)]).out == tmp_path
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(paths.results_dir() / "bench" / "step.csv")])
+    assert ignored.returncode == 0, "results/local/bench must be git-ignored"
+    with pytest.raises(SystemExit):
+        parse_args(["--reference", "--out", str(tmp_path)])
+    both = subprocess.run(
+        [sys.executable, "-m", "lbam.bench", "--reference", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 2 and len(both.stderr.splitlines()) == 1 and "exclude" in both.stderr

@@ -36,7 +36,7 @@ def test_results_go_to_the_ignored_local_folder_unless_the_reference_is_asked_fo
     assert subprocess.run(["git", "check-ignore", "-q", "results/runs/x/y.json"], cwd=ROOT).returncode == 1
 
 
-@pytest.mark.parametrize("target", ["quick", "curve", "bridge", "reproduce", "plots", "train"])
+@pytest.mark.parametrize("target", ["quick", "curve", "bridge", "reproduce", "plots", "train", "bench"])
 def test_make_writes_the_reference_only_with_reference_1(target):
     plain, reference = _make_n(target), _make_n(target, "REFERENCE=1")
     flag = "paths=reference" if target == "train" else "--reference"

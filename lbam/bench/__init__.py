@@ -1,6 +1,7 @@
-"""Benchmarks: attention module cost and the cnn4 training step, eager and compiled → results/bench/.
+"""Benchmarks: attention module cost and the cnn4 training step, eager and compiled → results/local/bench/
+(yours, git-ignored; --reference: results/bench/, the committed one).
 
-    python -m lbam.bench [--quick] [--out results/bench] [--parts modules,step] [--against OLD_CHECKOUT]
+    python -m lbam.bench [--quick] [--out DIR | --reference] [--parts modules,step] [--against OLD_CHECKOUT]
                          [--backend inductor]
 
 Writes ``modules.csv`` (``modules.py``), ``step.csv`` and with ``--against`` ``against.csv`` (``step.py``), then
@@ -22,10 +23,22 @@ import torch
 PARTS = ("modules", "step")
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lbam.bench", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m lbam.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny configuration (for tests)")
-    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: results/local/bench, git-ignored, beside the reference)",
+    )
+    p.add_argument(
+        "--reference", action="store_true", help="maintainers: write the committed reference, results/bench"
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the reference machine has 2)")
@@ -39,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown part(s) {', '.join(unknown)}; valid: {', '.join(PARTS)}")
     if args.against is not None and not (args.against / "lbam" / "models").is_dir():
         p.error(f"--against {args.against}: not a checkout of this project (no lbam/models there)")
+    if args.out is None:  # a user's benchmark never rewrites the committed one (make bench REFERENCE=1 does)
+        from lbam import paths
+
+        args.out = (paths.reference_dir() if args.reference else paths.results_dir()) / "bench"
+    elif args.reference:
+        p.error("--reference and --out exclude each other: --reference writes results/bench")
     return args
 
 
